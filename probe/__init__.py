@@ -1,0 +1,11 @@
+"""neurospec ``probe``: look inside trained neural networks.
+
+Submodules:
+    probe.data      real data sets (MNIST, CIFAR-10, ERAN CSVs, scikit-learn digits) from standard on-disk layouts
+    probe.models    reference ReLU models (MNIST MLP/CNN, CIFAR-10 CNN) with a deterministic train-and-cache helper
+    probe.errors    the exception hierarchy
+
+Nothing heavy is imported at package import time.
+"""
+
+__version__ = "0.1.0"

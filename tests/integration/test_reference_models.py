@@ -1,0 +1,26 @@
+"""The reference MNIST models reach their accuracy targets on the real test set (CIFAR-10 CNN: the full
+training run is a benchmark, benchmarks/train_reference.py; here one short epoch checks the path)."""
+
+from __future__ import annotations
+
+import pytest
+
+from probe import models
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("name", ["mnist-mlp", "mnist-cnn"])
+def test_mnist_reference_accuracy(name, data_root):
+    model = models.train_reference(name, root=data_root, seed=0, verbose=False)
+    info = model.reference_info
+    assert info["test_accuracy"] >= 0.98, info
+    assert info["settings"]["dataset"] == "mnist"
+
+
+def test_cifar_cnn_short_run(tmp_path, data_root):
+    model = models.train_reference("cifar10-cnn", root=data_root, seed=0, epochs=1, train_subset=2048,
+                                   cache_dir=tmp_path, verbose=False)
+    # One epoch on 2k images: well above chance, far below the full run.
+    assert model.reference_info["test_accuracy"] > 0.15
+    assert (tmp_path / "models").is_dir()
