@@ -36,7 +36,7 @@ def render() -> Path:
         for table in res.get("tables", []):
             if table.get("caption"):
                 lines += [f"**{table['caption']}**", ""]
-            lines += _table(table["rows"], table["columns"]) + [""]
+            lines += [*_table(table["rows"], table["columns"]), ""]
     out = HERE / "RESULTS.md"
     out.write_text("\n".join(lines))
     return out

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import write_result
 
-from probe.models import train_reference  # noqa: E402
+from probe.models import train_reference
 
 TARGETS = {"mnist-mlp": (0.98, 180), "mnist-cnn": (0.98, None), "cifar10-cnn": (0.75, 1200)}
 

@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "InputShapeError",
+    "InvalidParameterError",
     "ModelError",
     "NeurospecError",
 ]
@@ -24,6 +25,11 @@ __all__ = [
 
 class NeurospecError(Exception):
     """Base class of every error that neurospec raises on purpose."""
+
+
+class InvalidParameterError(NeurospecError, ValueError):
+    """A parameter has a value outside its allowed set (the message names the parameter, the allowed
+    values and what was received)."""
 
 
 class DataError(NeurospecError):
