@@ -4,6 +4,8 @@ Subcommands:
     neurospec data check [--root DIR]          what data was found (counts, checksums)
     neurospec train NAME [--seed S] [--force]  train (or load from the cache) a reference model
     neurospec demo [--root DIR]                a short end-to-end run on real data
+    neurospec nap mine (--onnx NET.onnx | --model NAME) --data mnist [--delta 0.99] --out naps.json
+    neurospec nap stats naps.json (--onnx NET.onnx | --model NAME) --data mnist [--split test]
 
 Errors raised by neurospec are printed as one line (``error: ...``) without a stack trace, and the
 command exits with status 1 (2 for wrong usage).
@@ -15,8 +17,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from probe.errors import NeurospecError
+from probe.errors import InvalidParameterError, NeurospecError
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -47,6 +50,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_subject(args: argparse.Namespace, source: dict | None = None):
+    """The model named on the command line (an ONNX file or a cached or freshly trained reference model),
+    else the one recorded in ``source`` (a NAP file's subject)."""
+    if not args.onnx and not args.model and source:
+        args.onnx, args.model, args.seed = source.get("onnx"), source.get("model"), source.get("seed", args.seed)
+    if not args.onnx and not args.model:
+        raise InvalidParameterError("name the model with --onnx NET.onnx or --model NAME")
+    if args.onnx:
+        from verify.onnx_io import load_onnx
+
+        return load_onnx(args.onnx)
+    from probe.models import train_reference
+
+    return train_reference(args.model, root=args.root, seed=args.seed, verbose=not args.quiet)
+
+
+def _data_loader(args: argparse.Namespace, split: str):
+    from probe import data
+
+    dataset = data.load(args.data, split, root=args.root)
+    if args.limit is not None:
+        dataset = dataset.subset(args.limit)
+    return dataset, data.make_loader(dataset, batch_size=args.batch_size)
+
+
+def _cmd_nap_mine(args: argparse.Namespace) -> int:
+    from probe import nap
+
+    model = _load_subject(args)
+    dataset, loader = _data_loader(args, args.split)
+    naps = nap.mine(model, loader, delta=args.delta, layers=args.layers, only_correct=not args.all_samples,
+                    verbose=not args.quiet, class_names=list(dataset.classes))
+    naps.source = ({"onnx": str(Path(args.onnx).resolve())} if args.onnx else {"model": args.model, "seed": args.seed})
+    naps.source.update({"data": args.data, "split": args.split, "limit": args.limit})
+    naps.save(args.out)
+    sizes = naps.sizes()
+    print(f"mined NAPs of {len(naps.layers)} ReLU layers ({naps.num_neurons()} neurons) from {len(dataset)} "
+          f"{args.data} {args.split} images; delta={naps.delta}; wrote {args.out}")
+    print("class  samples  active  inactive")
+    for c in range(naps.num_classes):
+        print(f"{c:5d}  {int(naps.n_samples[c]):7d}  {sizes['active'][c]:6d}  {sizes['inactive'][c]:8d}")
+    if naps.empty_classes:
+        print(f"classes without counted samples (empty NAP): {naps.empty_classes}")
+    return 0
+
+
+def _cmd_nap_stats(args: argparse.Namespace) -> int:
+    from probe.nap import NAPSet
+
+    naps = NAPSet.load(args.naps)
+    model = _load_subject(args, naps.source)
+    dataset, loader = _data_loader(args, args.split)
+    deltas = args.deltas or [naps.delta]
+    print(f"{len(dataset)} {args.data} {args.split} images")
+    print("delta   class  size  coverage  precision")
+    for st in naps.sweep(model, loader, deltas, verbose=not args.quiet):
+        sizes = naps.with_delta(st.delta).sizes()["total"]
+        for c in range(naps.num_classes):
+            print(f"{st.delta:<6}  {c:5d}  {sizes[c]:4d}  {st.coverage[c]:8.4f}  {st.precision[c]:9.4f}")
+    return 0
+
+
+def _add_subject_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--onnx", help="an ONNX network (e.g. mnist-net_256x4.onnx); stats: default from the file")
+    src.add_argument("--model", help="a reference model: mnist-mlp, mnist-cnn, cifar10-cnn")
+    p.add_argument("--data", required=True, help="mnist, cifar10, digits, eran-mnist, eran-cifar10")
+    p.add_argument("--root", default=None, help="data root")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference model")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``neurospec`` (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="neurospec", description=__doc__.split("\n\n")[0])
@@ -71,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--root", default=None, help="data root")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
+
+    nap = sub.add_parser("nap", help="neural activation patterns")
+    nap_sub = nap.add_subparsers(dest="nap_command", required=True)
+    mine = nap_sub.add_parser("mine", help="mine the NAP of every class")
+    _add_subject_args(mine)
+    mine.add_argument("--split", default="train")
+    mine.add_argument("--delta", type=float, default=0.99)
+    mine.add_argument("--layers", nargs="+", default=None, help="ReLU layer names (default: all)")
+    mine.add_argument("--all-samples", action="store_true", help="count misclassified samples too")
+    mine.add_argument("--out", required=True, help="output JSON file")
+    mine.set_defaults(func=_cmd_nap_mine)
+    stats = nap_sub.add_parser("stats", help="coverage and precision of mined NAPs on a data set")
+    stats.add_argument("naps", help="a JSON file written by `neurospec nap mine`")
+    _add_subject_args(stats, required=False)
+    stats.add_argument("--split", default="test")
+    stats.add_argument("--deltas", nargs="+", type=float, default=None,
+                       help="re-threshold at these deltas (default: the file's delta)")
+    stats.set_defaults(func=_cmd_nap_stats)
     return parser
 
 
@@ -88,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeurospecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

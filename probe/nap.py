@@ -190,6 +190,8 @@ class NAPSet:
         n_samples: int64 tensor (classes,): counted samples per class.
         only_correct: whether only correctly predicted samples were counted.
         class_names: optional names of the classes.
+        source: optional description of the mined model and data (e.g. ``{"onnx": path, "data": "mnist"}``),
+            used by ``neurospec nap stats`` to find the model again.
     """
 
     delta: float
@@ -199,6 +201,7 @@ class NAPSet:
     n_samples: torch.Tensor
     only_correct: bool = True
     class_names: list[str] | None = None
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         frac = _delta_fraction(self.delta)
@@ -225,7 +228,7 @@ class NAPSet:
     def with_delta(self, delta: float) -> NAPSet:
         """The NAPs for another ``delta``, re-thresholded from the stored counts (no model run)."""
         return NAPSet(float(delta), list(self.layers), dict(self.shapes), self.counts, self.n_samples,
-                      self.only_correct, self.class_names)
+                      self.only_correct, self.class_names, self.source)
 
     def sizes(self) -> dict[str, list[int]]:
         """Per class: number of constrained neurons (``total``), ``active`` and ``inactive`` ones."""
@@ -343,7 +346,8 @@ class NAPSet:
                 "inactive": [torch.nonzero(r).flatten().tolist() for r in self.inactive[layer]],
             })
         return {"format": _FORMAT, "delta": self.delta, "only_correct": self.only_correct,
-                "class_names": self.class_names, "n_samples": self.n_samples.tolist(), "layers": layers}
+                "class_names": self.class_names, "source": self.source, "n_samples": self.n_samples.tolist(),
+                "layers": layers}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the NAPs (counts, and the derived active/inactive index lists) as JSON, atomically."""
@@ -365,6 +369,7 @@ class NAPSet:
                 n_samples=torch.tensor(obj["n_samples"], dtype=torch.int64),
                 only_correct=bool(obj.get("only_correct", True)),
                 class_names=obj.get("class_names"),
+                source=obj.get("source"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"corrupt NAP file: {err}") from err
