@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +170,19 @@ class NAPStats:
         nan = float("nan")
         self.coverage = [a / n if n else nan for a, n in zip(self.n_follow_and_class, self.n_class, strict=True)]
         self.precision = [a / n if n else nan for a, n in zip(self.n_follow_and_class, self.n_follow, strict=True)]
+
+    @staticmethod
+    def _nanmean(values: list[float]) -> float:
+        vals = [v for v in values if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def mean_coverage(self) -> float:
+        """Coverage averaged over the classes present in the data."""
+        return self._nanmean(self.coverage)
+
+    def mean_precision(self) -> float:
+        """Precision averaged over the classes whose NAP some input follows."""
+        return self._nanmean(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "n_class": self.n_class, "n_follow": self.n_follow,

@@ -19,8 +19,8 @@ def test_mnist_reference_accuracy(name, data_root):
 
 
 def test_cifar_cnn_short_run(tmp_path, data_root):
-    model = models.train_reference("cifar10-cnn", root=data_root, seed=0, epochs=1, train_subset=2048,
+    model = models.train_reference("cifar10-cnn", root=data_root, seed=0, epochs=2, train_subset=4096,
                                    cache_dir=tmp_path, verbose=False)
-    # One epoch on 2k images: well above chance, far below the full run.
-    assert model.reference_info["test_accuracy"] > 0.15
+    # Two epochs on 4k images: well above chance, far below the full run.
+    assert model.reference_info["test_accuracy"] > 0.2
     assert (tmp_path / "models").is_dir()
