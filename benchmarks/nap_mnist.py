@@ -111,7 +111,7 @@ def main() -> None:
         _memory_child(args.memory_child)
         return
     rows, raw = figures_per_delta(["mnist-256x4", "mnist-256x6"], args.n_train)
-    over = [overhead(args.repeats, bs) for bs in (1000, 256)]
+    over = [overhead(args.repeats, bs) for bs in (256, 1000, 4096)]
     mem = memory()
     summary = []
     for name, r in raw.items():

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -109,12 +109,15 @@ class _Runner:
         self.device = _resolve_device(model, device)
         self.shapes: dict[str, tuple[int, ...]] = {}
 
-    def batches(self, loader: Iterable[Any], verbose: bool, desc: str):
-        """Yield ``(logits, labels, states)`` per non-empty batch, in eval mode and without gradients.
+    def batches(self, loader: Iterable[Any], verbose: bool, desc: str,
+                prepare: Callable[[torch.Tensor], None] | None = None,
+                on_state: Callable[[str, torch.Tensor], None] | None = None):
+        """Yield ``(logits, labels, recorder)`` per non-empty batch, in eval mode and without gradients.
 
         Finiteness is checked on the outputs only (NaN/inf propagate through affine layers and ReLU, and
         the parameters are checked once); when an output is not finite, the inputs are checked and the batch
-        is re-run with per-layer checks that name the layer.
+        is re-run with per-layer checks that name the layer. ``prepare(labels)`` runs before each forward
+        pass and ``on_state(layer, states)`` during it (see :class:`ReluRecorder`).
         """
         was_training = self.model.training
         self.model.eval()
@@ -122,6 +125,7 @@ class _Runner:
             if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
                 raise ModelError("the model has NaN or inf parameters; check how it was trained or loaded")
             with torch.no_grad(), ReluRecorder(self.sites, check_finite=False) as rec:
+                rec.on_state = on_state
                 seen = 0
                 for batch in _iterate(loader, verbose, desc):
                     x, y = _unpack(batch)
@@ -129,16 +133,27 @@ class _Runner:
                         continue
                     if x.device != self.device:
                         x = x.to(self.device)
+                    if y.device != self.device:
+                        y = y.to(self.device)
+                    if prepare is not None:
+                        prepare(y)
+                    rec.start()
                     out = self.sites.module(x)
+                    missing = [s.name for s in self.sites.sites if s.name not in rec.states]
+                    if missing:
+                        raise ModelError(f"ReLU layers {missing} did not run in the forward pass; "
+                                         "pass layers= to leave them out")
                     if not bool(torch.isfinite(out).all()):
                         if not bool(torch.isfinite(x).all()):
                             raise DataError(f"inputs contain NaN or inf (batch starting at sample {seen})")
-                        with ReluRecorder(self.sites, check_finite=True):
-                            self.sites.module(x)  # raises, naming the first layer with non-finite values
+                        rec.start()
+                        rec.on_state = None
+                        rec.check_finite = True
+                        self.sites.module(x)  # raises, naming the first layer with non-finite values
                         raise ModelError(f"non-finite (NaN or inf) outputs for the batch starting at sample {seen}")
                     self.shapes.update(rec.shapes)
                     seen += len(x)
-                    yield out, (y if y.device == self.device else y.to(self.device)), rec.states
+                    yield out, y, rec
                 if seen == 0:
                     raise DataError("the loader yielded no samples; pass a loader over a non-empty data set")
         finally:
@@ -291,8 +306,8 @@ class NAPSet:
         """
         runner = self._runner(model, device)
         dummy = torch.zeros(len(x), dtype=torch.long)
-        for _, _, states in runner.batches([(x, dummy)], verbose=False, desc="follows"):
-            return self.follows_states(states).cpu()
+        for _, _, rec in runner.batches([(x, dummy)], verbose=False, desc="follows"):
+            return self.follows_states(rec.states).cpu()
         raise DataError("x is an empty batch")  # pragma: no cover - batches() raises first
 
     def _runner(self, model: nn.Module, device: str | torch.device | None) -> _Runner:
@@ -324,13 +339,13 @@ class NAPSet:
         n_class = torch.zeros(c, dtype=torch.int64)
         n_follow = torch.zeros(len(variants), c, dtype=torch.int64)
         n_both = torch.zeros(len(variants), c, dtype=torch.int64)
-        for _, y, states in runner.batches(loader, verbose, "NAP stats"):
+        for _, y, rec in runner.batches(loader, verbose, "NAP stats"):
             y = y.cpu()
             _check_labels(y, c)
             onehot = torch.nn.functional.one_hot(y, c).bool()
             n_class += onehot.sum(0)
             for i, v in enumerate(variants):
-                f = v.follows_states(states).cpu()
+                f = v.follows_states(rec.states).cpu()
                 n_follow[i] += f.sum(0)
                 n_both[i] += (f & onehot).sum(0)
         return [NAPStats(v.delta, n_class.tolist(), n_follow[i].tolist(), n_both[i].tolist())
@@ -476,42 +491,63 @@ def mine(
     """
     _delta_fraction(delta)
     runner = _Runner(model, layers, device)
-    totals: dict[str, torch.Tensor] = {}  # exact int64 counts, (classes, neurons)
-    partial: dict[str, torch.Tensor] = {}  # float32 running sums, row `classes` collects uncounted samples
+    # Counting happens in two parts. During the forward pass, right after a layer's states exist (still in
+    # the CPU cache), one index_add_ adds them to the row of each sample's *label*. After the pass, the few
+    # misclassified samples are added to `wrong`, which is subtracted at the end when only correct samples
+    # count. Float32 sums of 0/1 are exact below 2**24 and are flushed to int64 long before that.
+    acc: dict[str, torch.Tensor] = {}
+    wrong: dict[str, torch.Tensor] = {}
+    total: dict[str, torch.Tensor] = {}
+    ctx: dict[str, Any] = {"classes": 0, "labels": None}
+
+    def prepare(y: torch.Tensor) -> None:
+        if ctx["classes"]:
+            _check_labels(y, ctx["classes"])
+            ctx["labels"] = y
+
+    def on_state(name: str, s: torch.Tensor) -> None:
+        if ctx["labels"] is not None:
+            acc[name].index_add_(0, ctx["labels"], s)
+
+    def flush() -> None:
+        for name in acc:
+            total[name] += (acc[name] - wrong[name]).cpu().to(torch.int64)
+            acc[name].zero_()
+            wrong[name].zero_()
+
     n_samples: torch.Tensor | None = None
-    num_classes, pending = 0, 0
-    for out, y, states in runner.batches(loader, verbose, "mine NAPs"):
+    pending = 0
+    for out, y, rec in runner.batches(loader, verbose, "mine NAPs", prepare=prepare, on_state=on_state):
         if out.ndim != 2:
             raise ModelError(f"the model must output logits of shape (batch, classes); got {tuple(out.shape)}")
-        if n_samples is None:
+        if n_samples is None:  # first batch: counted after the pass, once the number of classes is known
             num_classes = out.shape[1]
-            n_samples = torch.zeros(num_classes + 1, dtype=torch.int64)
-        _check_labels(y, num_classes)
-        # Uncounted (misclassified) samples go to the spare row `num_classes`, so one index_add_ per layer
-        # does all the counting (3x cheaper than a one-hot matmul on CPU).
-        rows = torch.where(out.argmax(1) == y, y, num_classes) if only_correct else y
-        n_samples += torch.bincount(rows, minlength=num_classes + 1).cpu()
-        for layer, s in states.items():
-            if layer not in partial:
-                partial[layer] = s.new_zeros((num_classes + 1, s.shape[1]))
-                totals[layer] = torch.zeros((num_classes + 1, s.shape[1]), dtype=torch.int64)
-            partial[layer].index_add_(0, rows, s)
+            _check_labels(y, num_classes)
+            n_samples = torch.zeros(num_classes, dtype=torch.int64)
+            for name, s in rec.states.items():
+                acc[name] = torch.zeros((num_classes, s.shape[1]), dtype=torch.float32, device=s.device)
+                acc[name].index_add_(0, y, s)
+                wrong[name] = torch.zeros_like(acc[name])
+                total[name] = torch.zeros(acc[name].shape, dtype=torch.int64)
+            ctx["classes"] = num_classes
+        n_samples += torch.bincount(y, minlength=num_classes).cpu()
+        if only_correct:
+            mis = torch.nonzero(out.argmax(1) != y).flatten()
+            if len(mis):
+                ym = y[mis]
+                n_samples -= torch.bincount(ym, minlength=num_classes).cpu()
+                for name, s in rec.states.items():
+                    wrong[name].index_add_(0, ym, s[mis])
         pending += len(y)
-        if pending >= 2**23:  # float32 holds integers exactly up to 2**24: flush well before
-            for layer in partial:
-                totals[layer] += partial[layer].cpu().to(torch.int64)
-                partial[layer].zero_()
+        if pending >= 2**23:
+            flush()
             pending = 0
-    for layer in partial:
-        totals[layer] += partial[layer].cpu().to(torch.int64)
-    counts = {layer: t[:num_classes] for layer, t in totals.items()}
+    flush()
+    counts = total
     assert n_samples is not None
     order = [s.name for s in runner.sites.sites]
-    unused = [k for k in order if k not in counts]
-    if unused:
-        raise ModelError(f"ReLU layers {unused} were never called in the forward pass; pass layers= to skip them")
     naps = NAPSet(float(delta), order, {k: runner.shapes[k] for k in order}, {k: counts[k] for k in order},
-                  n_samples[:num_classes].clone(), only_correct, class_names)
+                  n_samples, only_correct, class_names)
     for c in naps.empty_classes:
         logger.warning("class %d has no %s sample: its NAP is empty", c,
                        "correctly predicted" if only_correct else "")

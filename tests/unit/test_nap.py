@@ -318,3 +318,19 @@ def test_wrong_device():
         nap.mine(_mlp(), _loader(x, y), device="not-a-device", verbose=False)
     with pytest.raises(ModelError, match="meta"):
         nap.mine(_mlp(), _loader(x, y), device="meta", verbose=False)
+
+
+def test_shared_relu_module_is_rejected():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(4, 6), relu, nn.Linear(6, 6), relu, nn.Linear(6, 3))
+    with pytest.raises(ModelError, match="more than once"):
+        nap.mine(model, _loader(*_data()), verbose=False)
+
+
+def test_relus_restored_after_mining():
+    model = _mlp()
+    nap.mine(model, _loader(*_data()), verbose=False)
+    assert "forward" not in vars(model[1])
+    with pytest.raises(DataError):
+        nap.mine(model, [], verbose=False)
+    assert "forward" not in vars(model[1])
