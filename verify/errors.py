@@ -13,10 +13,14 @@ from probe.errors import InputShapeError, NeurospecError
 
 __all__ = [
     "InputShapeError",
+    "NetworkError",
     "OnnxError",
     "OnnxFileNotFoundError",
+    "SolverError",
+    "SpecError",
     "UnsupportedOperatorError",
     "VerifyError",
+    "VnnlibError",
 ]
 
 
@@ -34,3 +38,20 @@ class UnsupportedOperatorError(OnnxError):
 
 class OnnxFileNotFoundError(OnnxError, FileNotFoundError):
     """An ONNX file does not exist."""
+
+
+class SpecError(VerifyError, ValueError):
+    """A property is malformed: empty input box, wrong sizes, NaN bounds, bad label."""
+
+
+class VnnlibError(SpecError):
+    """A VNN-LIB file cannot be parsed; the message carries the file, line and column."""
+
+
+class NetworkError(VerifyError, ValueError):
+    """A model cannot be turned into a ReluNetwork (unsupported layer, non-ReLU activation, NaN weights,
+    or a spec whose sizes do not match it)."""
+
+
+class SolverError(VerifyError, RuntimeError):
+    """A requested MILP solver is unknown or not installed."""
