@@ -6,6 +6,8 @@ Subcommands:
     neurospec demo [--root DIR]                a short end-to-end run on real data
     neurospec nap mine (--onnx NET.onnx | --model NAME) --data mnist [--delta 0.99] --out naps.json
     neurospec nap stats naps.json (--onnx NET.onnx | --model NAME) --data mnist [--split test]
+    neurospec verify --onnx NET.onnx --vnnlib PROP.vnnlib --timeout S [--out result.txt] [--solver cbc|highs]
+    neurospec verify-batch instances.csv --out results.csv [--root DIR]
 
 Errors raised by neurospec are printed as one line (``error: ...``) without a stack trace, and the
 command exits with status 1 (2 for wrong usage).
@@ -166,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--deltas", nargs="+", type=float, default=None,
                        help="re-threshold at these deltas (default: the file's delta)")
     stats.set_defaults(func=_cmd_nap_stats)
+
+    from verify.cli import add_verify_commands
+
+    add_verify_commands(sub)
     return parser
 
 

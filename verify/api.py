@@ -1,0 +1,294 @@
+"""``verify.verify(network, spec)``: one call, one result; plus NAP robustness and NAP non-ambiguity.
+
+Phases, all inside one wall-clock budget (``timeout`` seconds, every phase included):
+
+1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``;
+2. **bounds** — interval + CROWN back-substitution; an unsafe clause whose lower bound is positive is
+   empty; when every clause is, the property is ``verified`` without a MILP;
+3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP). Only a solver's proof of
+   infeasibility counts for ``verified``; a solver stopped by its limit gives ``timeout``.
+
+Every counterexample is re-run through the extracted network, the source torch model (float32) and, for
+networks loaded from ONNX, the ONNX reference runtime; it must violate the property on each (and follow the
+fixed ReLU states strictly, for NAP properties), else the answer is ``unknown``, never ``falsified``.
+
+Example:
+    >>> from verify.network import ReluNetwork
+    >>> from verify.vnnlib import read_vnnlib
+    >>> net = ReluNetwork.from_onnx("mnist-net_256x2.onnx")               # doctest: +SKIP
+    >>> spec = read_vnnlib("prop_0_0.03.vnnlib", net.n_inputs, net.n_outputs)  # doctest: +SKIP
+    >>> verify(net, spec, timeout=120).vnncomp                            # doctest: +SKIP
+    'unsat'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from probe.errors import InvalidParameterError
+from verify.errors import NetworkError, SpecError
+from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
+from verify.result import Counterexample, VerificationResult
+from verify.solvers import check_solver
+
+__all__ = ["nap_ambiguity", "nap_robustness", "nap_states", "verify"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_inputs(network, spec: Spec, timeout: float, solver: str) -> None:
+    from verify.network import ReluNetwork
+
+    if not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout:
+        raise InvalidParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_solver(solver)
+    if not isinstance(network, ReluNetwork):
+        raise NetworkError(
+            f"verify() takes a ReluNetwork, got {type(network).__name__}; build one with "
+            "ReluNetwork.from_torch(model, input_shape) or ReluNetwork.from_onnx(path)"
+        )
+    if spec.n_inputs != network.n_inputs:
+        raise SpecError(f"the property has {spec.n_inputs} inputs but the network has {network.n_inputs}")
+    if spec.n_outputs is not None and spec.n_outputs != network.n_outputs:
+        raise SpecError(f"the property has {spec.n_outputs} outputs but the network has {network.n_outputs}")
+    for k, (act, ina) in (spec.relu_states or {}).items():
+        if not 0 <= k < len(network.relu_sizes):
+            raise SpecError(f"relu_states names ReLU layer {k}, but the network has {len(network.relu_sizes)}")
+        if len(act) != network.relu_sizes[k] or len(ina) != network.relu_sizes[k]:
+            raise SpecError(f"relu_states of layer {k} have {len(act)} entries, the layer has "
+                            f"{network.relu_sizes[k]} neurons")
+
+
+def _follows_states(network, spec: Spec, x: np.ndarray) -> bool:
+    if not spec.relu_states:
+        return True
+    pre = network.pre_activations(x.reshape(1, -1))
+    for k, (act, ina) in spec.relu_states.items():
+        z = pre[k].reshape(-1)
+        if np.any(z[act] <= 0) or np.any(z[ina] > 0):
+            return False
+    return True
+
+
+def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
+    """Re-run a candidate everywhere; return it only if it violates the property on every run."""
+    x = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), spec.lower, spec.upper)
+    y = network.forward(x.reshape(1, -1))[0]
+    y_src = np.asarray(network.run_source(x.reshape(1, -1)), dtype=np.float64).reshape(-1)
+    y_onnx = network.run_onnx(x.reshape(1, -1))
+    y_onnx = None if y_onnx is None else np.asarray(y_onnx, dtype=np.float64).reshape(-1)
+    if not (spec.violated_by(y) and spec.violated_by(y_src)):
+        return None
+    if y_onnx is not None and not spec.violated_by(y_onnx):
+        return None
+    if not _follows_states(network, spec, x):
+        return None
+    return Counterexample(x=x, y=y, y_source=y_src, y_onnx=y_onnx)
+
+
+def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
+           seed: int = 0) -> VerificationResult:
+    """Prove or refute ``spec`` on ``network``.
+
+    Args:
+        network: a :class:`verify.network.ReluNetwork`.
+        spec: a :class:`verify.properties.Spec` (robustness, NAP property or a VNN-LIB file's content).
+        solver: ``"cbc"`` (default) or ``"highs"``.
+        timeout: wall-clock seconds for everything (> 0).
+        attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
+        seed: seed of the attack.
+
+    Returns:
+        A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
+
+    Raises:
+        InvalidParameterError: non-positive timeout.
+        SolverError: unknown or missing solver.
+        NetworkError / SpecError: the network or the property is unusable, or their sizes disagree.
+    """
+    from verify import bounds as bnd
+    from verify.attack import pgd_attack
+    from verify.milp import MilpEncoding
+
+    _check_inputs(network, spec, timeout, solver)
+    t0 = time.perf_counter()
+    deadline = t0 + float(timeout)
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {"clauses": len(spec.unsafe)}
+
+    def result(status: str, method: str = "", cex: Counterexample | None = None, message: str = "") -> VerificationResult:
+        timings["total"] = time.perf_counter() - t0
+        if status in ("verified", "falsified") and timings["total"] > timeout:
+            status, cex, message = "timeout", None, f"answer came after the {timeout} s limit; {message}"
+        return VerificationResult(status, method, cex, message, timings, stats, solver)
+
+    # 1. attack
+    if attack and not spec.relu_states:
+        ta = time.perf_counter()
+        candidate = pgd_attack(network, spec, seed=seed, deadline=deadline)
+        if candidate is not None:
+            cex = _confirm(network, spec, candidate)
+            timings["attack"] = time.perf_counter() - ta
+            if cex is not None:
+                return result("falsified", "attack", cex)
+        timings["attack"] = time.perf_counter() - ta
+    if time.perf_counter() > deadline:
+        return result("timeout", message="time ran out during the attack")
+
+    # 2. bounds
+    tb = time.perf_counter()
+    fixed = spec.relu_states or None
+    layer_bounds = bnd.crown_bounds(network, spec.lower, spec.upper, fixed=fixed)
+    hidden, out_b = layer_bounds[:-1], layer_bounds[-1]
+    stats["unstable"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
+    # A fixed state that the bounds contradict means no input follows the states: nothing is unsafe.
+    for k, (act, ina) in (spec.relu_states or {}).items():
+        lo, hi = hidden[k]
+        if np.any(act & (hi <= 0)) or np.any(ina & (lo > 0)):
+            timings["bounds"] = time.perf_counter() - tb
+            return result("verified", "bounds", message=f"no input in the box keeps ReLU layer {k} as fixed")
+    open_clauses = []
+    for i, (a, b) in enumerate(spec.unsafe):
+        if a.size == 0:
+            open_clauses.append(i)
+            continue
+        lower, _ = bnd.output_bounds(network, spec.lower, spec.upper, a, fixed=fixed)
+        if not np.any(lower - b > 0):
+            open_clauses.append(i)
+    timings["bounds"] = time.perf_counter() - tb
+    stats["clauses_open_after_bounds"] = len(open_clauses)
+    if not open_clauses:
+        return result("verified", "bounds")
+    if time.perf_counter() > deadline:
+        return result("timeout", message="time ran out computing bounds")
+
+    # 3. MILP, clause by clause
+    tm = time.perf_counter()
+    enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
+    timings["build"] = time.perf_counter() - tm
+    stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
+    unknown = []
+    for i in open_clauses:
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            timings["milp"] = time.perf_counter() - tm
+            return result("timeout", message=f"time ran out before clause {i}")
+        out = enc.solve_clause(i, solver, left)
+        stats["solves"].append({"clause": i, "status": out.status, "seconds": round(out.solve.seconds, 4),
+                                "raw": out.solve.raw_status, "sol_status": out.solve.raw_sol_status})
+        if out.status == "infeasible":
+            continue
+        if out.status == "feasible":
+            cex = _confirm(network, spec, out.x)
+            if cex is None and deadline - time.perf_counter() > 0.05:
+                # numerically borderline: ask for a deeper violation once
+                deeper = enc.solve_clause(i, solver, deadline - time.perf_counter(), margin=1e-4)
+                if deeper.status == "feasible":
+                    cex = _confirm(network, spec, deeper.x)
+                elif deeper.status == "infeasible":
+                    unknown.append(i)
+                    continue
+            if cex is not None:
+                timings["milp"] = time.perf_counter() - tm
+                return result("falsified", "milp", cex)
+            unknown.append(i)
+            continue
+        timings["milp"] = time.perf_counter() - tm
+        if out.status == "timeout":
+            return result("timeout", message=f"the solver hit the time limit on clause {i}")
+        return result("error", message=f"solver {solver} failed on clause {i}: {out.solve.raw_status}")
+    timings["milp"] = time.perf_counter() - tm
+    if unknown:
+        return result("unknown", message=f"clauses {unknown}: solver candidates did not re-check on the network")
+    return result("verified", "milp")
+
+
+def nap_states(network, naps, classes: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The union of the NAPs of ``classes`` as fixed ReLU states over ``network``'s ReLU layers.
+
+    Raises:
+        SpecError: the NAPs were mined on other ReLU layers or layer sizes.
+    """
+    names = list(network.relu_names)
+    states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for layer in naps.layers:
+        if layer not in names:
+            raise SpecError(f"NAP layer {layer!r} is not a ReLU layer of the network (it has {names})")
+        k = names.index(layer)
+        size = network.relu_sizes[k]
+        act = np.zeros(size, dtype=bool)
+        ina = np.zeros(size, dtype=bool)
+        for c in classes:
+            a = naps.active[layer][c].numpy()
+            i = naps.inactive[layer][c].numpy()
+            if a.size != size:
+                raise SpecError(f"NAP layer {layer!r} has {a.size} neurons, the network layer has {size}")
+            act |= a
+            ina |= i
+        states[k] = (act, ina)
+    return states
+
+
+def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: np.ndarray | None = None,
+                   upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0,
+                   per_competitor: bool = True) -> dict[int, list[VerificationResult] | VerificationResult]:
+    """NAP robustness: every input of the box (default: the unit box [0, 1]^n) that follows NAP_c is
+    classified c.
+
+    Args:
+        network: the ReluNetwork the NAPs were mined on (ReLU names must match ``naps.layers``).
+        naps: a :class:`probe.nap.NAPSet`.
+        classes: which classes (default: all with a non-empty NAP).
+        lower, upper: the input box (default 0 and 1).
+        solver, timeout: as in :func:`verify` (``timeout`` per query).
+        per_competitor: one query per (class, competitor) pair (the paper's unit, each with its own
+            ``timeout``); otherwise one query per class.
+
+    Returns:
+        Per class, the list of per-competitor results (or one result).
+    """
+    n = network.n_inputs
+    lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
+    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
+    classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
+    out: dict[int, Any] = {}
+    for c in classes:
+        states = nap_states(network, naps, [c])
+        if per_competitor:
+            out[c] = [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
+                             solver=solver, timeout=timeout, attack=False)
+                      for j in range(network.n_outputs) if j != c]
+        else:
+            out[c] = verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,
+                            timeout=timeout, attack=False)
+    return out
+
+
+def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None, lower: np.ndarray | None = None,
+                  upper: np.ndarray | None = None, solver: str = "cbc",
+                  timeout: float = 60.0) -> dict[tuple[int, int], VerificationResult]:
+    """NAP non-ambiguity: no input of the box follows both NAP_i and NAP_j. ``verified`` = non-ambiguous;
+    ``falsified`` comes with an input that follows both. Pairs with a neuron active in one NAP and inactive
+    in the other are decided without a solver (method ``"nap-conflict"``).
+    """
+    n = network.n_inputs
+    lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
+    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
+    valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
+    pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
+    disjoint = naps.disjoint_pairs()
+    out = {}
+    for i, j in pairs:
+        if bool(disjoint[i, j]):
+            out[(i, j)] = VerificationResult("verified", "nap-conflict", solver=solver,
+                                             message="a neuron is active in one NAP and inactive in the other")
+            continue
+        states = nap_states(network, naps, [i, j])
+        out[(i, j)] = verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout,
+                             attack=False)
+    return out

@@ -1,0 +1,82 @@
+"""Cheap falsification before any MILP: random sampling and PGD with restarts on the real (float32) model.
+
+The loss of an input is ``min over unsafe clauses of max over its rows of (A @ y - b)``: it is <= 0 exactly
+when the output lies in some unsafe clause. PGD minimises it with signed-gradient steps projected onto the
+input box. Every candidate is only a candidate: :func:`verify.api.verify` re-checks it.
+
+Example:
+    >>> x = pgd_attack(net, spec, restarts=16, steps=40, seed=0, deadline=None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from verify.properties import Spec
+
+__all__ = ["pgd_attack", "spec_loss"]
+
+
+def spec_loss(spec: Spec, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample violation loss (<= 0 means the output is unsafe), shape (batch,)."""
+    losses = []
+    for a, b in spec.unsafe:
+        if a.size == 0:
+            return torch.full((y.shape[0],), -1.0, dtype=y.dtype)
+        at = torch.as_tensor(a, dtype=y.dtype)
+        bt = torch.as_tensor(b, dtype=y.dtype)
+        losses.append((y @ at.T - bt).max(dim=1).values)
+    return torch.stack(losses, dim=1).min(dim=1).values
+
+
+def pgd_attack(net, spec: Spec, restarts: int = 32, steps: int = 50, seed: int = 0,
+               deadline: float | None = None) -> np.ndarray | None:
+    """Search the box for an unsafe input of ``net.source`` (the float32 model).
+
+    Args:
+        net: a :class:`verify.network.ReluNetwork` (its ``source`` module is attacked).
+        spec: the property (fixed ReLU states are ignored: candidates are filtered by the re-check).
+        restarts: parallel random starts (the box centre is always one of them).
+        steps: PGD steps.
+        seed: random seed.
+        deadline: ``time.perf_counter()`` value at which to stop.
+
+    Returns:
+        The most violating input found with loss <= 0 (flattened float64), or ``None``.
+    """
+    model = net.source
+    shape = tuple(net.input_shape)
+    lo = torch.as_tensor(spec.lower, dtype=torch.float32)
+    hi = torch.as_tensor(spec.upper, dtype=torch.float32)
+    width = hi - lo
+    if float(width.max()) == 0.0:
+        restarts, steps = 1, 0
+    gen = torch.Generator().manual_seed(seed)
+    x = lo + width * torch.rand((restarts, lo.numel()), generator=gen)
+    x[0] = (lo + hi) / 2
+    was_training = model.training
+    model.eval()
+    best, best_loss = None, float("inf")
+    try:
+        for step in range(steps + 1):
+            x = x.detach().requires_grad_(True)
+            y = model(x.view(restarts, *shape)).reshape(restarts, -1)
+            loss = spec_loss(spec, y)
+            i = int(torch.argmin(loss))
+            if float(loss[i]) < best_loss:
+                best_loss, best = float(loss[i]), x[i].detach().clone()
+            if best_loss <= 0 and step >= 1:
+                break
+            if step == steps or (deadline is not None and time.perf_counter() > deadline):
+                break
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+            alpha = 0.25 * width * (1 - step / max(steps, 1)) + 1e-3 * width
+            x = torch.minimum(torch.maximum(x - alpha * grad.sign(), lo), hi)
+    finally:
+        model.train(was_training)
+    if best is None or best_loss > 0:
+        return None
+    return best.double().numpy()

@@ -1,0 +1,162 @@
+"""Big-M MILP encoding of a ReLU network over an input box (MIPVerify-style, Tjeng et al. 2019), in PuLP.
+
+For ReLU layer k with pre-activation bounds ``l <= z <= u`` (from :mod:`verify.bounds`):
+
+- stable inactive (``u <= 0``) or fixed inactive by a NAP: ``a = 0`` (no variable; a NAP adds ``z <= 0``);
+- stable active (``l >= 0``) or fixed active by a NAP: ``a = z`` with ``a >= 0`` (a NAP thus adds ``z >= 0``);
+- unstable: ``0 <= a <= u``, ``a >= z``, ``a <= z - l (1 - d)``, ``a <= u d``, with one binary ``d``.
+
+So a NAP *removes* binaries instead of adding constraints. Rows are built from numpy arrays (one affine
+expression per neuron from its non-zero weights), never by looping over scalar coefficients.
+
+The network is encoded once per property; each unsafe clause ``A @ y <= b`` is then added, solved and
+removed in turn, with ``min t  s.t.  A @ y - b <= t,  t <= 0`` so that the first incumbent is a
+counterexample candidate and infeasibility is a proof for that clause.
+
+Example:
+    >>> enc = MilpEncoding(net, spec, bounds)          # doctest: +SKIP
+    >>> enc.solve_clause(0, "cbc", time_limit=30)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pulp
+
+from verify.properties import Spec
+from verify.solvers import SolveOutcome, solve
+
+__all__ = ["ClauseOutcome", "MilpEncoding"]
+
+logger = logging.getLogger(__name__)
+
+_BIG_GAP = 1e12  # an absolute gap this large stops the solver at its first incumbent
+
+
+@dataclass
+class ClauseOutcome:
+    """The solver's answer for one unsafe clause: ``infeasible`` (clause proven empty), ``feasible`` (with a
+    candidate input ``x``), ``timeout`` or ``error``."""
+
+    status: str
+    x: np.ndarray | None
+    solve: SolveOutcome
+
+
+class MilpEncoding:
+    """The MILP of ``net`` on ``spec``'s input box and fixed ReLU states, given pre-activation ``bounds``.
+
+    Args:
+        net: a :class:`verify.network.ReluNetwork`.
+        spec: the property (its box and ``relu_states``; clauses are added per solve).
+        bounds: per ReLU layer ``(lower, upper)`` pre-activation bounds valid on the box (and states).
+        output_bounds: optional ``(lower, upper)`` of the network outputs, used to bound the slack variable.
+    """
+
+    def __init__(self, net, spec: Spec, bounds: list[tuple[np.ndarray, np.ndarray]],
+                 output_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.net = net
+        self.spec = spec
+        self.prob = pulp.LpProblem("neurospec", pulp.LpMinimize)
+        self.x = [pulp.LpVariable(f"x{i}", float(lo), float(hi))
+                  for i, (lo, hi) in enumerate(zip(spec.lower, spec.upper, strict=True))]
+        self.n_binaries = 0
+        self.n_fixed = 0
+        states = spec.relu_states or {}
+        prev: list[pulp.LpVariable | None] = list(self.x)
+        n_hidden = len(net.weights) - 1
+        for k in range(n_hidden):
+            w, b = net.weights[k], net.biases[k]
+            lo, hi = bounds[k]
+            act_fixed, ina_fixed = states.get(k, (np.zeros(len(b), bool), np.zeros(len(b), bool)))
+            live = [i for i, v in enumerate(prev) if v is not None]
+            live_vars = [prev[i] for i in live]
+            w_live = w[:, live]
+            layer: list[pulp.LpVariable | None] = []
+            for j in range(len(b)):
+                inactive = bool(ina_fixed[j]) or hi[j] <= 0
+                active = bool(act_fixed[j]) or lo[j] >= 0
+                if inactive and active:  # a NAP forcing z = 0 exactly: a = 0, z must be 0
+                    expr = self._row(w_live[j], live_vars, b[j])
+                    self.prob += (expr == 0, f"z{k}_{j}_zero")
+                    layer.append(None)
+                    continue
+                if inactive:
+                    if ina_fixed[j] and hi[j] > 0:
+                        self.prob += (self._row(w_live[j], live_vars, b[j]) <= 0, f"z{k}_{j}_off")
+                        self.n_fixed += 1
+                    layer.append(None)
+                    continue
+                expr = self._row(w_live[j], live_vars, b[j])
+                a = pulp.LpVariable(f"a{k}_{j}", max(0.0, float(lo[j])), float(hi[j]))
+                if active:
+                    if act_fixed[j] and lo[j] < 0:
+                        self.n_fixed += 1
+                    self.prob += (a - expr == 0, f"a{k}_{j}_lin")
+                else:
+                    d = pulp.LpVariable(f"d{k}_{j}", cat=pulp.LpBinary)
+                    self.n_binaries += 1
+                    self.prob += (a - expr >= 0, f"a{k}_{j}_ge")
+                    self.prob += (a - expr - float(lo[j]) * d <= -float(lo[j]), f"a{k}_{j}_le")
+                    self.prob += (a - float(hi[j]) * d <= 0, f"a{k}_{j}_on")
+                layer.append(a)
+            prev = layer
+        self.last = prev
+        self.output_bounds = output_bounds
+        self.t = pulp.LpVariable("t", None, 0.0)
+
+    @staticmethod
+    def _row(coefs: np.ndarray, variables: list[pulp.LpVariable], constant: float) -> pulp.LpAffineExpression:
+        nz = np.flatnonzero(coefs)
+        return pulp.LpAffineExpression([(variables[i], float(coefs[i])) for i in nz], constant=float(constant))
+
+    @property
+    def n_constraints(self) -> int:
+        return len(self.prob.constraints)
+
+    def solve_clause(self, index: int, solver: str, time_limit: float, margin: float = 0.0) -> ClauseOutcome:
+        """Look for an input in the box (following the fixed states) whose output lies in unsafe clause
+        ``index`` with slack ``<= -margin``; ``infeasible`` proves there is none.
+
+        Args:
+            index: which clause of ``spec.unsafe``.
+            solver: ``"cbc"`` or ``"highs"``.
+            time_limit: seconds.
+            margin: require ``A @ y - b <= -margin`` (a deeper violation, for numerically safe candidates).
+        """
+        a_mat, b_vec = self.spec.unsafe[index]
+        w_out, b_out = self.net.weights[-1], self.net.biases[-1]
+        live = [i for i, v in enumerate(self.last) if v is not None]
+        live_vars = [self.last[i] for i in live]
+        names = []
+        if a_mat.size:
+            coef = a_mat @ w_out[:, live]
+            const = a_mat @ b_out - b_vec
+            for r in range(a_mat.shape[0]):
+                name = f"clause_{r}"
+                self.prob += (self._row(coef[r], live_vars, const[r]) - self.t <= 0, name)
+                names.append(name)
+            self.t.upBound = -float(margin)
+            self.t.lowBound = None
+            if self.output_bounds is not None:
+                lo, hi = self.output_bounds
+                # t >= each row >= its interval lower bound: keeps the LP bounded
+                rows_lo = np.minimum(a_mat, 0) @ hi + np.maximum(a_mat, 0) @ lo - b_vec
+                self.t.lowBound = float(np.max(rows_lo)) - 1.0
+            self.prob.setObjective(pulp.LpAffineExpression([(self.t, 1.0)]))
+        else:
+            self.prob.setObjective(pulp.LpAffineExpression([(self.x[0], 0.0)]))
+        try:
+            outcome = solve(self.prob, solver, time_limit, gap_abs=_BIG_GAP)
+        finally:
+            for name in names:
+                del self.prob.constraints[name]
+        if outcome.status == "infeasible":
+            return ClauseOutcome("infeasible", None, outcome)
+        if outcome.status in ("optimal", "feasible"):
+            x = np.array([v.value() if v.value() is not None else 0.0 for v in self.x], dtype=np.float64)
+            return ClauseOutcome("feasible", np.clip(x, self.spec.lower, self.spec.upper), outcome)
+        return ClauseOutcome(outcome.status, None, outcome)
