@@ -65,9 +65,10 @@ def pgd_attack(net, spec: Spec, restarts: int = 32, steps: int = 50, seed: int =
             x = x.detach().requires_grad_(True)
             y = model(x.view(restarts, *shape)).reshape(restarts, -1)
             loss = spec_loss(spec, y)
-            i = int(torch.argmin(loss))
-            if float(loss[i]) < best_loss:
-                best_loss, best = float(loss[i]), x[i].detach().clone()
+            flat = loss.detach()
+            i = int(torch.argmin(flat))
+            if float(flat[i]) < best_loss:
+                best_loss, best = float(flat[i]), x[i].detach().clone()
             if best_loss <= 0 and step >= 1:
                 break
             if step == steps or (deadline is not None and time.perf_counter() > deadline):

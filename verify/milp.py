@@ -9,8 +9,8 @@ For ReLU layer k with pre-activation bounds ``l <= z <= u`` (from :mod:`verify.b
 So a NAP *removes* binaries instead of adding constraints. Rows are built from numpy arrays (one affine
 expression per neuron from its non-zero weights), never by looping over scalar coefficients.
 
-The network is encoded once per property; each unsafe clause ``A @ y <= b`` is then added, solved and
-removed in turn, with ``min t  s.t.  A @ y - b <= t,  t <= 0`` so that the first incumbent is a
+The network is encoded once per property; each unsafe clause ``A @ y <= b`` is then solved in a shallow
+copy of that problem, with ``min t  s.t.  A @ y - b <= t,  t <= 0`` so that the first incumbent is a
 counterexample candidate and infeasibility is a proof for that clause.
 
 Example:
@@ -61,7 +61,7 @@ class MilpEncoding:
         self.net = net
         self.spec = spec
         self.prob = pulp.LpProblem("neurospec", pulp.LpMinimize)
-        self.x = [pulp.LpVariable(f"x{i}", float(lo), float(hi))
+        self.x = [self.prob.add_variable(f"x{i}", float(lo), float(hi))
                   for i, (lo, hi) in enumerate(zip(spec.lower, spec.upper, strict=True))]
         self.n_binaries = 0
         self.n_fixed = 0
@@ -91,13 +91,13 @@ class MilpEncoding:
                     layer.append(None)
                     continue
                 expr = self._row(w_live[j], live_vars, b[j])
-                a = pulp.LpVariable(f"a{k}_{j}", max(0.0, float(lo[j])), float(hi[j]))
+                a = self.prob.add_variable(f"a{k}_{j}", max(0.0, float(lo[j])), float(hi[j]))
                 if active:
                     if act_fixed[j] and lo[j] < 0:
                         self.n_fixed += 1
                     self.prob += (a - expr == 0, f"a{k}_{j}_lin")
                 else:
-                    d = pulp.LpVariable(f"d{k}_{j}", cat=pulp.LpBinary)
+                    d = self.prob.add_variable(f"d{k}_{j}", cat=pulp.LpBinary)
                     self.n_binaries += 1
                     self.prob += (a - expr >= 0, f"a{k}_{j}_ge")
                     self.prob += (a - expr - float(lo[j]) * d <= -float(lo[j]), f"a{k}_{j}_le")
@@ -106,7 +106,7 @@ class MilpEncoding:
             prev = layer
         self.last = prev
         self.output_bounds = output_bounds
-        self.t = pulp.LpVariable("t", None, 0.0)
+        self.t = self.prob.add_variable("t", None, 0.0)
 
     @staticmethod
     def _row(coefs: np.ndarray, variables: list[pulp.LpVariable], constant: float) -> pulp.LpAffineExpression:
@@ -115,7 +115,7 @@ class MilpEncoding:
 
     @property
     def n_constraints(self) -> int:
-        return len(self.prob.constraints)
+        return self.prob.numConstraints()
 
     def solve_clause(self, index: int, solver: str, time_limit: float, margin: float = 0.0) -> ClauseOutcome:
         """Look for an input in the box (following the fixed states) whose output lies in unsafe clause
@@ -131,14 +131,13 @@ class MilpEncoding:
         w_out, b_out = self.net.weights[-1], self.net.biases[-1]
         live = [i for i, v in enumerate(self.last) if v is not None]
         live_vars = [self.last[i] for i in live]
-        names = []
+        # A shallow copy shares the network's constraints; the clause's rows go into the copy only.
+        prob = self.prob.copy()
         if a_mat.size:
             coef = a_mat @ w_out[:, live]
             const = a_mat @ b_out - b_vec
             for r in range(a_mat.shape[0]):
-                name = f"clause_{r}"
-                self.prob += (self._row(coef[r], live_vars, const[r]) - self.t <= 0, name)
-                names.append(name)
+                prob += (self._row(coef[r], live_vars, const[r]) - self.t <= 0, f"clause_{r}")
             self.t.upBound = -float(margin)
             self.t.lowBound = None
             if self.output_bounds is not None:
@@ -146,14 +145,10 @@ class MilpEncoding:
                 # t >= each row >= its interval lower bound: keeps the LP bounded
                 rows_lo = np.minimum(a_mat, 0) @ hi + np.maximum(a_mat, 0) @ lo - b_vec
                 self.t.lowBound = float(np.max(rows_lo)) - 1.0
-            self.prob.setObjective(pulp.LpAffineExpression([(self.t, 1.0)]))
+            prob.setObjective(pulp.LpAffineExpression([(self.t, 1.0)]))
         else:
-            self.prob.setObjective(pulp.LpAffineExpression([(self.x[0], 0.0)]))
-        try:
-            outcome = solve(self.prob, solver, time_limit, gap_abs=_BIG_GAP)
-        finally:
-            for name in names:
-                del self.prob.constraints[name]
+            prob.setObjective(pulp.LpAffineExpression([(self.x[0], 0.0)]))
+        outcome = solve(prob, solver, time_limit, gap_abs=_BIG_GAP)
         if outcome.status == "infeasible":
             return ClauseOutcome("infeasible", None, outcome)
         if outcome.status in ("optimal", "feasible"):
