@@ -92,7 +92,7 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
-           seed: int = 0) -> VerificationResult:
+           seed: int = 0, lp_share: float = 0.25) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -102,6 +102,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         timeout: wall-clock seconds for everything (> 0).
         attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
         seed: seed of the attack.
+        lp_share: share of the time left after CROWN that may go to LP tightening of unstable neurons.
 
     Returns:
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
@@ -166,6 +167,17 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         return result("verified", "bounds")
     if time.perf_counter() > deadline:
         return result("timeout", message="time ran out computing bounds")
+
+    # 2b. LP tightening of unstable neurons (deeper layers), within a share of the remaining time
+    if sum(stats["unstable"][1:]) > 0:
+        tl = time.perf_counter()
+        budget = lp_share * (deadline - tl)
+        hidden_t, lp_stats = bnd.lp_tighten(network, spec.lower, spec.upper, [*hidden, out_b], fixed=fixed,
+                                            deadline=tl + budget)
+        hidden = hidden_t[:-1]
+        stats["lp_tightening"] = lp_stats
+        stats["unstable_after_lp"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
+        timings["lp_bounds"] = time.perf_counter() - tl
 
     # 3. MILP, clause by clause
     tm = time.perf_counter()

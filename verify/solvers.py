@@ -49,7 +49,9 @@ def _make(name: str, time_limit: float, gap_abs: float | None, threads: int | No
         if name == "cbc":
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapAbs=gap_abs, threads=threads)
         if name == "highs":
-            return pulp.HiGHS(msg=False, timeLimit=time_limit, gapAbs=gap_abs, threads=threads)
+            # HiGHS's thread scheduler is process-global: once any Highs object has run (e.g. LP bound
+            # tightening), asking for another thread count fails the solve, so keep its default.
+            return pulp.HiGHS(msg=False, timeLimit=time_limit, gapAbs=gap_abs)
     raise SolverError(f"unknown solver {name!r}; choose one of {list(SOLVERS)}")
 
 
@@ -152,9 +154,9 @@ def solve(prob: pulp.LpProblem, solver: str = "cbc", time_limit: float = 60.0, g
         status = "infeasible" if not hit_limit else "timeout"
     elif sol in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
         status = "feasible"
-    elif prob.status == pulp.LpStatusNotSolved or hit_limit:
+    elif hit_limit:
         status = "timeout"
-    else:
+    else:  # "Not Solved" well before the limit: the solver refused or failed
         status = "error"
     logger.debug("%s: status=%s sol_status=%s -> %s in %.2fs", solver, raw, sol, status, seconds)
     return SolveOutcome(status, objective, seconds, raw, sol)
