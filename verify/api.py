@@ -5,8 +5,10 @@ Phases, all inside one wall-clock budget (``timeout`` seconds, every phase inclu
 1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``;
 2. **bounds** — interval + CROWN back-substitution; an unsafe clause whose lower bound is positive is
    empty; when every clause is, the property is ``verified`` without a MILP;
-3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP). Only a solver's proof of
-   infeasibility counts for ``verified``; a solver stopped by its limit gives ``timeout``.
+3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first with a short time limit
+   per clause on the CROWN bounds; clauses left open are retried, with all the time left, after LP
+   tightening of the unstable neurons' bounds. Only a solver's proof of infeasibility counts for
+   ``verified``; a solver stopped by its limit gives ``timeout``.
 
 Every counterexample is re-run through the extracted network, the source torch model (float32) and, for
 networks loaded from ONNX, the ONNX reference runtime; it must violate the property on each (and follow the
@@ -92,7 +94,7 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
-           seed: int = 0, lp_share: float = 0.25) -> VerificationResult:
+           seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.05) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -102,7 +104,9 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         timeout: wall-clock seconds for everything (> 0).
         attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
         seed: seed of the attack.
-        lp_share: share of the time left after CROWN that may go to LP tightening of unstable neurons.
+        quick_share: share of the time left that each clause first gets on the CROWN bounds.
+        lp_share: share of the time then left that LP tightening of unstable neurons may take before the
+            clauses still open are retried.
 
     Returns:
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
@@ -168,56 +172,75 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     if time.perf_counter() > deadline:
         return result("timeout", message="time ran out computing bounds")
 
-    # 2b. LP tightening of unstable neurons (deeper layers), within a share of the remaining time
-    if sum(stats["unstable"][1:]) > 0:
-        tl = time.perf_counter()
-        budget = lp_share * (deadline - tl)
-        hidden_t, lp_stats = bnd.lp_tighten(network, spec.lower, spec.upper, [*hidden, out_b], fixed=fixed,
-                                            deadline=tl + budget)
-        hidden = hidden_t[:-1]
-        stats["lp_tightening"] = lp_stats
-        stats["unstable_after_lp"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
-        timings["lp_bounds"] = time.perf_counter() - tl
-
-    # 3. MILP, clause by clause
+    # 3. MILP, clause by clause: first a short try on the CROWN bounds; clauses the solver cannot settle
+    # quickly are retried after LP tightening of the unstable neurons (tighter big-M, fewer binaries).
     tm = time.perf_counter()
     enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
     timings["build"] = time.perf_counter() - tm
     stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
-    unknown = []
-    for i in open_clauses:
+    quick = max(1.0, quick_share * (deadline - time.perf_counter()))
+    verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
+    if verdict is None and pending:
+        tl = time.perf_counter()
+        tightened, lp_stats = bnd.lp_tighten(network, spec.lower, spec.upper, [*hidden, out_b], fixed=fixed,
+                                             deadline=tl + lp_share * (deadline - tl))
+        stats["lp_tightening"] = lp_stats
+        stats["unstable_after_lp"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in tightened[:-1]]
+        timings["lp_bounds"] = time.perf_counter() - tl
+        enc = MilpEncoding(network, spec, tightened[:-1], output_bounds=out_b)
+        stats["binaries_after_lp"] = enc.n_binaries
+        verdict, pending, more_unknown = _solve_clauses(network, spec, enc, pending, solver, deadline, stats, None)
+        unknown += more_unknown
+    timings["milp"] = time.perf_counter() - tm - timings.get("lp_bounds", 0.0)
+    if verdict is not None:
+        kind, payload = verdict
+        if kind == "falsified":
+            return result("falsified", "milp", payload)
+        return result("error", message=payload)
+    if pending:
+        return result("timeout", message=f"the solver hit the time limit on clause(s) {pending}")
+    if unknown:
+        return result("unknown", message=f"clauses {unknown}: solver candidates did not re-check on the network")
+    return result("verified", "milp")
+
+
+def _solve_clauses(network, spec: Spec, enc, clauses: list[int], solver: str, deadline: float,
+                   stats: dict[str, Any], per_clause: float | None):
+    """Solve clauses in turn, each with ``per_clause`` seconds (None: all the time left).
+
+    Returns ``(verdict, pending, unknown)``: ``verdict`` is ``("falsified", counterexample)``,
+    ``("error", message)`` or None; ``pending`` the clauses stopped by a time limit; ``unknown`` those whose
+    solver candidates did not re-check.
+    """
+    pending, unknown = [], []
+    for i in clauses:
         left = deadline - time.perf_counter()
         if left <= 0.05:
-            timings["milp"] = time.perf_counter() - tm
-            return result("timeout", message=f"time ran out before clause {i}")
-        out = enc.solve_clause(i, solver, left)
+            pending.append(i)
+            continue
+        limit = left if per_clause is None else min(per_clause, left)
+        out = enc.solve_clause(i, solver, limit)
         stats["solves"].append({"clause": i, "status": out.status, "seconds": round(out.solve.seconds, 4),
-                                "raw": out.solve.raw_status, "sol_status": out.solve.raw_sol_status})
+                                "limit": round(limit, 2), "raw": out.solve.raw_status,
+                                "sol_status": out.solve.raw_sol_status})
         if out.status == "infeasible":
             continue
         if out.status == "feasible":
             cex = _confirm(network, spec, out.x)
             if cex is None and deadline - time.perf_counter() > 0.05:
-                # numerically borderline: ask for a deeper violation once
+                # numerically borderline: ask once for a deeper violation
                 deeper = enc.solve_clause(i, solver, deadline - time.perf_counter(), margin=1e-4)
                 if deeper.status == "feasible":
                     cex = _confirm(network, spec, deeper.x)
-                elif deeper.status == "infeasible":
-                    unknown.append(i)
-                    continue
             if cex is not None:
-                timings["milp"] = time.perf_counter() - tm
-                return result("falsified", "milp", cex)
+                return ("falsified", cex), pending, unknown
             unknown.append(i)
             continue
-        timings["milp"] = time.perf_counter() - tm
         if out.status == "timeout":
-            return result("timeout", message=f"the solver hit the time limit on clause {i}")
-        return result("error", message=f"solver {solver} failed on clause {i}: {out.solve.raw_status}")
-    timings["milp"] = time.perf_counter() - tm
-    if unknown:
-        return result("unknown", message=f"clauses {unknown}: solver candidates did not re-check on the network")
-    return result("verified", "milp")
+            pending.append(i)
+            continue
+        return ("error", f"solver {solver} failed on clause {i}: {out.solve.raw_status}"), pending, unknown
+    return None, pending, unknown
 
 
 def nap_states(network, naps, classes: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
