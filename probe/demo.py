@@ -21,7 +21,8 @@ def run_demo(root: str | os.PathLike[str] | None = None, verbose: bool = True) -
     Steps: check the data; train (or load from the cache) the reference MNIST MLP; evaluate it on the
     10,000 MNIST test images; load the VNN-COMP network ``mnist-net_256x4.onnx`` and evaluate it on the
     same images; show a few predictions; mine the network's NAPs from 20,000 training images and report
-    their size, coverage and precision on the test set for three deltas.
+    their size, coverage and precision on the test set for three deltas; verify two VNN-COMP properties of
+    ``mnist-net_256x2.onnx`` (one violated, one that holds).
 
     Args:
         root: data root (default ``$NEUROSPEC_DATA`` or ``../shared/data``).
@@ -74,5 +75,18 @@ def run_demo(root: str | os.PathLike[str] | None = None, verbose: bool = True) -
         size = sum(naps.with_delta(st.delta).sizes()["total"]) / naps.num_classes
         lines.append(f"  delta={st.delta:<5} mean NAP size {size:6.1f}  mean coverage "
                      f"{st.mean_coverage():.3f}  mean precision {st.mean_precision():.3f}")
+
+    import verify
+    from probe._paths import data_root
+    from verify.network import ReluNetwork
+    from verify.vnnlib import read_vnnlib
+
+    bench = data_root(root) / "vnncomp2021" / "mnistfc"
+    net2 = ReluNetwork.from_onnx(bench / "mnist-net_256x2.onnx")
+    lines.append("verification of mnist-net_256x2.onnx (VNN-COMP 2021 properties, CBC):")
+    for prop in ("prop_7_0.03", "prop_2_0.03"):
+        spec = read_vnnlib(bench / f"{prop}.vnnlib", net2.n_inputs, net2.n_outputs)
+        res = verify.verify(net2, spec, solver="cbc", timeout=60)
+        lines.append(f"  {prop}: {res.vnncomp} ({res.status} by {res.method}) in {res.timings['total']:.2f} s")
     lines.append(f"total {time.perf_counter() - t0:.1f} s")
     return "\n".join(lines)

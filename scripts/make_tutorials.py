@@ -124,6 +124,68 @@ NAP = [
     ),
 ]
 
+VERIFY = [
+    new_markdown_cell(
+        "# 03 · Verifying ReLU networks: ONNX + VNN-LIB, counterexamples, NAP robustness\n\n"
+        "`verify` proves or refutes properties with a sound MILP backend (CBC or HiGHS through PuLP), after a "
+        "cheap attack and CROWN bounds. Here: two VNN-COMP 2021 properties of `mnist-net_256x2.onnx` — one "
+        "violated, one that holds — and a NAP robustness query on `mnist-net_256x4.onnx`. About a minute on CPU."
+    ),
+    new_code_cell(
+        "import matplotlib.pyplot as plt\n"
+        "import numpy as np\n\n"
+        "import verify\n"
+        "from probe import data, nap\n"
+        "from probe._paths import data_root\n"
+        "from verify.network import ReluNetwork\n"
+        "from verify.onnx_io import load_vnncomp\n"
+        "from verify.vnnlib import read_vnnlib\n\n"
+        "bench = data_root() / 'vnncomp2021' / 'mnistfc'\n"
+        "net = ReluNetwork.from_onnx(bench / 'mnist-net_256x2.onnx')\n"
+        "net"
+    ),
+    new_markdown_cell("## A violated property: a counterexample, re-checked\n\n`prop_7_0.03`: every image within "
+                      "L-inf distance 0.03 of test image 7 must be classified as its label."),
+    new_code_cell(
+        "spec = read_vnnlib(bench / 'prop_7_0.03.vnnlib', net.n_inputs, net.n_outputs)\n"
+        "res = verify.verify(net, spec, solver='cbc', timeout=60)\n"
+        "print(res.status, '| VNN-COMP:', res.vnncomp, '| decided by', res.method, f\"in {res.timings['total']:.2f} s\")\n"
+        "cex = res.counterexample\n"
+        "centre = (spec.lower + spec.upper) / 2\n"
+        "print('max |x - centre| =', float(np.abs(cex.x - centre).max()))\n"
+        "print('onnxruntime logits:', np.round(cex.y_onnx, 3))"
+    ),
+    new_code_cell(
+        "fig, axes = plt.subplots(1, 3, figsize=(9, 3))\n"
+        "for ax, img, title in zip(axes, [centre, cex.x, cex.x - centre],\n"
+        "                          ['box centre', f'counterexample (pred {cex.y_onnx.argmax()})', 'difference']):\n"
+        "    ax.imshow(img.reshape(28, 28), cmap='gray' if title != 'difference' else 'bwr')\n"
+        "    ax.set_title(title)\n"
+        "    ax.axis('off')\n"
+        "plt.show()\n"
+        "print(res.vnncomp_text()[:120], '...')"
+    ),
+    new_markdown_cell("## A property that holds\n\n`prop_13_0.03` needs the MILP: CROWN bounds leave unstable neurons, "
+                      "each becomes one binary variable."),
+    new_code_cell(
+        "spec = read_vnnlib(bench / 'prop_13_0.03.vnnlib', net.n_inputs, net.n_outputs)\n"
+        "res = verify.verify(net, spec, solver='highs', timeout=120)\n"
+        "print(res.status, res.vnncomp, res.method, {k: round(v, 2) for k, v in res.timings.items()})\n"
+        "print('unstable neurons per layer:', res.stats['unstable'], '| binaries:', res.stats.get('binaries'))"
+    ),
+    new_markdown_cell("## NAP robustness\n\nMine NAP_1 of `mnist-net_256x4` (delta 0.99), then prove that every input in "
+                      "[0, 1]^784 that follows it is classified 1 — one query per competitor class. The NAP fixes most "
+                      "neurons, which removes their binaries."),
+    new_code_cell(
+        "net4 = ReluNetwork.from_onnx(bench / 'mnist-net_256x4.onnx')\n"
+        "train = data.load_mnist('train').subset(20_000)\n"
+        "naps = nap.mine(load_vnncomp('mnist-256x4'), data.make_loader(train, batch_size=1000), delta=0.99, verbose=False)\n"
+        "results = verify.nap_robustness(net4, naps, classes=[1], solver='highs', timeout=60)\n"
+        "for j, r in zip([c for c in range(10) if c != 1], results[1]):\n"
+        "    print(f'class 1 vs {j}: {r.status:9s} {r.timings[\"total\"]:.2f} s, binaries {r.stats.get(\"binaries\")}')"
+    ),
+]
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
@@ -134,6 +196,8 @@ def main() -> None:
     nbformat.write(nb, OUT / "01_getting_started.ipynb")
     nb = new_notebook(cells=NAP, metadata=nb.metadata)
     nbformat.write(nb, OUT / "02_neural_activation_patterns.ipynb")
+    nb = new_notebook(cells=VERIFY, metadata=nb.metadata)
+    nbformat.write(nb, OUT / "03_verification.ipynb")
 
 
 if __name__ == "__main__":

@@ -159,3 +159,22 @@ def test_spec_size_mismatch_and_empty_box():
 def test_not_a_relu_network():
     with pytest.raises(NetworkError, match="ReluNetwork"):
         verify.verify(nn.Linear(2, 2), robustness(np.zeros(2), 0.1, 0, 2), timeout=5)
+
+
+def test_missing_solver_says_how_to_install(monkeypatch):
+    import verify.solvers as solvers
+
+    monkeypatch.setattr(solvers, "available_solvers", lambda: ["cbc"])
+    net = _net(0)
+    with pytest.raises(SolverError, match="pip install highspy"):
+        verify.verify(net, _random_spec(net, np.random.default_rng(0)), solver="highs", timeout=5)
+
+
+def test_timeout_is_reported_not_answered():
+    # A deep network with a wide box cannot be settled in 0.3 s: the answer must be timeout (or a real
+    # counterexample from the attack), never "verified".
+    net = _net(5, widths=(10, 40, 40, 40, 40, 2))
+    spec = robustness(np.zeros(10), 1.0, 0, 2, domain=(-1, 1))
+    res = verify.verify(net, spec, timeout=0.3, attack=False)
+    assert res.status in ("timeout", "falsified"), res
+    assert res.timings["total"] < 5

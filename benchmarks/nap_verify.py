@@ -1,0 +1,70 @@
+"""NAP robustness on mnist-net_256x4 (issue: verify): per (class, competitor) query time.
+
+NAPs mined with delta=0.99 over the first 50,000 MNIST training images (correctly classified only); each
+query proves that every input in [0, 1]^784 that follows NAP_c is not scored at least as high for class j
+as for c. Target: median under 10 s per query (the NAP paper reports 2-12 minutes per Marabou query).
+
+Run: .venv/bin/python benchmarks/nap_verify.py [--solvers cbc highs] [--classes 0 1 ...] [--timeout 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_result
+
+import verify
+from probe import data, nap
+from probe._paths import data_root
+from verify.network import ReluNetwork
+from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp
+from verify.solvers import solver_versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--solvers", nargs="+", default=["cbc", "highs"])
+    parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--delta", type=float, default=0.99)
+    args = parser.parse_args()
+    net = ReluNetwork.from_onnx(data_root() / VNNCOMP_NETWORKS["mnist-256x4"])
+    train = data.load_mnist("train").subset(50_000)
+    naps = nap.mine(load_vnncomp("mnist-256x4"), data.make_loader(train, batch_size=1000), delta=args.delta,
+                    verbose=False)
+    rows, per_query = [], []
+    for solver in args.solvers:
+        times, statuses = [], {}
+        t0 = time.perf_counter()
+        results = verify.nap_robustness(net, naps, classes=args.classes, solver=solver, timeout=args.timeout)
+        wall = time.perf_counter() - t0
+        for c, rs in results.items():
+            competitors = [j for j in range(10) if j != c]
+            for j, r in zip(competitors, rs, strict=True):
+                times.append(r.timings.get("total", 0.0))
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                per_query.append({"solver": solver, "class": c, "competitor": j, "status": r.status,
+                                  "method": r.method, "seconds": f"{r.timings.get('total', 0.0):.3f}",
+                                  "binaries": r.stats.get("binaries", "-")})
+        rows.append({"solver": solver, "queries": len(times), "median s": f"{statistics.median(times):.2f}",
+                     "max s": f"{max(times):.2f}", "total s": f"{wall:.1f}",
+                     "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))})
+        print(rows[-1], flush=True)
+    write_result("nap_verify_256x4", "python benchmarks/nap_verify.py " + " ".join(sys.argv[1:]), {
+        "title": "NAP robustness on mnist-net_256x4 (per class x competitor query)",
+        "notes": [f"NAPs: delta={args.delta}, first 50,000 MNIST training images; input domain [0, 1]^784; "
+                  f"timeout {args.timeout} s per query; solver versions {solver_versions()}.",
+                  f"NAP sizes per class: {naps.sizes()['total']} of {naps.num_neurons()} neurons."],
+        "tables": [{"caption": "Summary (target: median < 10 s)", "columns": list(rows[0]), "rows": rows},
+                   {"caption": "Per query", "columns": list(per_query[0]), "rows": per_query}],
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""verify on the real VNN-COMP 2021 mnistfc networks and properties, checked against the tool consensus, and
+NAP verification on mined NAPs. Instances are chosen to be quick (the full benchmark is
+benchmarks/vnncomp_mnistfc.py)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import verify
+from probe import data, nap
+from verify.cli import run_instance
+from verify.network import ReluNetwork
+from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp, run_reference
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bench(data_root):
+    return data_root / "vnncomp2021" / "mnistfc"
+
+
+@pytest.fixture(scope="module")
+def consensus(data_root):
+    with (data_root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
+        return {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader(fh) if r["category"] == "mnistfc"}
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+@pytest.mark.parametrize("prop", ["prop_7_0.03", "prop_2_0.03", "prop_4_0.05", "prop_5_0.05"])
+def test_mnistfc_256x2_matches_consensus(bench, consensus, prop, solver):
+    res = run_instance(bench / "mnist-net_256x2.onnx", bench / f"{prop}.vnnlib", 120, solver=solver)
+    expected = consensus[("mnist-net_256x2.onnx", f"{prop}.vnnlib")]
+    assert res.vnncomp == ("unsat" if expected.startswith("holds") else "sat"), res
+    if res.status == "falsified":
+        cex = res.counterexample
+        # the counterexample violates the property on the reference runtime too
+        y = run_reference(bench / "mnist-net_256x2.onnx", cex.x.reshape(1, 784, 1).astype(np.float32))[0]
+        assert np.allclose(y, cex.y_onnx, atol=1e-6)
+
+
+def test_milp_decides_a_harder_instance(bench, consensus):
+    res = run_instance(bench / "mnist-net_256x2.onnx", bench / "prop_13_0.03.vnnlib", 120, solver="highs")
+    assert res.vnncomp == "unsat" and res.method == "milp", res
+
+
+def test_cli_result_file_and_batch_resume(bench, tmp_path, capsys):
+    from probe.cli import main
+
+    out = tmp_path / "result.txt"
+    assert main(["verify", "--onnx", str(bench / "mnist-net_256x2.onnx"), "--vnnlib",
+                 str(bench / "prop_7_0.03.vnnlib"), "--timeout", "60", "--out", str(out)]) == 0
+    text = out.read_text().splitlines()
+    assert text[0] == "sat" and text[1].startswith("((X_0 ") and any(line.strip().startswith("(Y_9 ") for line in text)
+    instances = tmp_path / "instances.csv"
+    instances.write_text("mnist-net_256x2.onnx,prop_7_0.03.vnnlib,60\nmnist-net_256x2.onnx,prop_2_0.03.vnnlib,60\n")
+    results = tmp_path / "results.csv"
+    args = ["verify-batch", str(instances), "--root", str(bench), "--out", str(results), "--quiet"]
+    assert main([*args]) == 0
+    first = results.read_text()
+    assert "sat" in first and "unsat" in first
+    capsys.readouterr()
+    assert main([*args]) == 0  # resumes: nothing left to do, rows kept
+    assert results.read_text() == first
+
+
+def test_nap_robustness_and_ambiguity_on_256x4(data_root):
+    net = ReluNetwork.from_onnx(data_root / VNNCOMP_NETWORKS["mnist-256x4"])
+    train = data.load_mnist("train", root=data_root).subset(20_000)
+    naps = nap.mine(load_vnncomp("mnist-256x4", root=data_root), data.make_loader(train, batch_size=1000),
+                    delta=0.99, verbose=False)
+    assert naps.layers == net.relu_names
+    res = verify.nap_robustness(net, naps, classes=[1], solver="highs", timeout=60)
+    assert len(res[1]) == 9
+    assert all(r.status in ("verified", "falsified", "timeout") for r in res[1])
+    for r in res[1]:  # a NAP counterexample must really follow the NAP and be misclassified
+        if r.status == "falsified":
+            assert r.counterexample.y_source.argmax() != 1
+    amb = verify.nap_ambiguity(net, naps, pairs=[(0, 1), (3, 5)], solver="highs", timeout=60)
+    assert set(amb) == {(0, 1), (3, 5)}
+    for pair, r in amb.items():
+        if naps.disjoint_pairs()[pair]:
+            assert r.method == "nap-conflict" and r.status == "verified"
