@@ -94,7 +94,8 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
-           seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.05) -> VerificationResult:
+           seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
+           quick_cap: float = 3.0) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -104,7 +105,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         timeout: wall-clock seconds for everything (> 0).
         attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
         seed: seed of the attack.
-        quick_share: share of the time left that each clause first gets on the CROWN bounds.
+        quick_share, quick_cap: each clause first gets ``quick_share`` of the time left (at least 1 s, at
+            most ``quick_cap`` s) on the CROWN bounds.
         lp_share: share of the time then left that LP tightening of unstable neurons may take before the
             clauses still open are retried.
 
@@ -178,7 +180,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
     timings["build"] = time.perf_counter() - tm
     stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
-    quick = max(1.0, quick_share * (deadline - time.perf_counter()))
+    quick = min(max(1.0, quick_share * (deadline - time.perf_counter())), quick_cap)
     verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
     if verdict is None and pending:
         tl = time.perf_counter()
