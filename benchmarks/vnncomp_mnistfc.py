@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result
 
 from probe._paths import data_root
-from verify.cli import FIELDS, run_instance
+from verify.cli import read_results, result_row, run_instance, write_results
 from verify.solvers import solver_versions
 
 TARGET_SOLVED = {"mnist-net_256x2.onnx": 30, "mnist-net_256x4.onnx": 22, "mnist-net_256x6.onnx": 18}
@@ -47,7 +47,7 @@ def main() -> None:
     bench = root / "vnncomp2021/mnistfc"
     truth = consensus(root)
     out_csv = RESULTS / f"mnistfc_{args.solver}.csv"
-    rows = list(csv.DictReader(out_csv.open())) if out_csv.exists() else []
+    rows = read_results(out_csv)
     done = {(r["onnx"], r["vnnlib"]) for r in rows}
     cache: dict = {}
     with (bench / "mnistfc_instances.csv").open(newline="") as fh:
@@ -57,14 +57,9 @@ def main() -> None:
             continue
         limit = float(timeout) * args.timeout_scale
         res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
-        seconds = res.timings.get("total", 0.0) + res.timings.get("load", 0.0)
-        rows.append({"onnx": onnx_name, "vnnlib": vnnlib_name, "timeout": f"{limit:g}", "result": res.vnncomp,
-                     "seconds": f"{seconds:.3f}", "method": res.method, "solver": args.solver,
-                     "message": res.message})
-        with out_csv.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        rows.append(result_row(onnx_name, vnnlib_name, limit, res, args.solver))
+        write_results(out_csv, rows)
+        seconds = float(rows[-1]["seconds"])
         expected = truth.get((onnx_name, vnnlib_name), "?")
         print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
               f"(consensus {expected})", flush=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from probe._io import atomic_write_bytes
 
-__all__ = ["add_verify_commands", "run_instance"]
+__all__ = ["FIELDS", "add_verify_commands", "read_results", "result_row", "run_instance", "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_results(path: Path) -> list[dict[str, str]]:
+def result_row(onnx_rel: str, vnnlib_rel: str, limit: float, res, solver: str) -> dict[str, str]:
+    """One row of a results CSV (columns :data:`FIELDS`); seconds include loading the network."""
+    seconds = res.timings.get("total", 0.0) + res.timings.get("load", 0.0)
+    return {"onnx": onnx_rel, "vnnlib": vnnlib_rel, "timeout": f"{limit:g}", "result": res.vnncomp,
+            "seconds": f"{seconds:.3f}", "method": res.method, "solver": solver, "message": res.message}
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """Rows of a results CSV written by :func:`write_results` (empty if it does not exist)."""
     if not path.exists():
         return []
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def _write_results(path: Path, rows: list[dict[str, str]]) -> None:
+def write_results(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write a results CSV atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS)
     writer.writeheader()
@@ -94,7 +103,7 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
     if args.limit:
         todo = todo[: args.limit]
     out = Path(args.out)
-    done = _read_results(out)
+    done = read_results(out)
     seen = {(r["onnx"], r["vnnlib"]) for r in done}
     cache: dict = {}
     bar = tqdm(todo, desc="verify", disable=args.quiet)
@@ -103,12 +112,9 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
             continue
         limit = float(timeout) * args.timeout_scale
         res = run_instance(root / onnx_rel, root / vnnlib_rel, limit, solver=args.solver, cache=cache)
-        seconds = res.timings.get("total", 0.0) + res.timings.get("load", 0.0)
-        done.append({"onnx": onnx_rel, "vnnlib": vnnlib_rel, "timeout": f"{limit:g}", "result": res.vnncomp,
-                     "seconds": f"{seconds:.3f}", "method": res.method, "solver": args.solver,
-                     "message": res.message})
-        _write_results(out, done)  # after every instance, atomically: an interrupted run resumes here
-        bar.set_postfix(last=f"{res.vnncomp} {seconds:.1f}s", refresh=False)
+        done.append(result_row(onnx_rel, vnnlib_rel, limit, res, args.solver))
+        write_results(out, done)  # after every instance, atomically: an interrupted run resumes here
+        bar.set_postfix(last=f"{res.vnncomp} {done[-1]['seconds']}s", refresh=False)
     counts: dict[str, int] = {}
     for r in done:
         counts[r["result"]] = counts.get(r["result"], 0) + 1
