@@ -339,8 +339,8 @@ def train_reference(
     mem_format = torch.channels_last if conv else torch.contiguous_format
     model = model.to(memory_format=mem_format)
     decay, no_decay = [], []
-    for pname, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or "bn" in pname else decay).append(p)
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # biases and BatchNorm scales: no weight decay
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr, momentum=0.9, nesterov=True,

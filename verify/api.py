@@ -271,6 +271,14 @@ def nap_states(network, naps, classes: Sequence[int]) -> dict[int, tuple[np.ndar
     return states
 
 
+def _domain(network, lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The input box of a NAP property: the given bounds, else the unit box [0, 1]^n."""
+    n = network.n_inputs
+    lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
+    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
+    return lo, hi
+
+
 def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: np.ndarray | None = None,
                    upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0,
                    per_competitor: bool = True) -> dict[int, list[VerificationResult] | VerificationResult]:
@@ -289,9 +297,7 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
     Returns:
         Per class, the list of per-competitor results (or one result).
     """
-    n = network.n_inputs
-    lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
-    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
+    lo, hi = _domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
     out: dict[int, Any] = {}
     for c in classes:
@@ -313,9 +319,7 @@ def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None,
     ``falsified`` comes with an input that follows both. Pairs with a neuron active in one NAP and inactive
     in the other are decided without a solver (method ``"nap-conflict"``).
     """
-    n = network.n_inputs
-    lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
-    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
+    lo, hi = _domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
     disjoint = naps.disjoint_pairs()

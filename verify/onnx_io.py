@@ -799,6 +799,20 @@ class _Converter:
             return None
         return idx, add, np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
 
+    def absorb_add(
+        self, output: str, rest: list[tuple[int, Any]], bias: np.ndarray, names: list[str], channels: int,
+        channel_axis: int, rank: int,
+    ) -> tuple[np.ndarray, str]:
+        """Fold a following constant ``Add`` (see :meth:`fusable_add`) into ``bias``; returns the new bias and
+        the tensor the layer now produces, and records the folded node in ``names`` and ``self.fused``."""
+        fused = self.fusable_add(output, rest, channels, channel_axis, rank)
+        if fused is None:
+            return bias, output
+        add_index, add, extra = fused
+        self.fused.add(add_index)
+        names.append(add.name or f"#{add_index}")
+        return bias + extra, add.output[0]
+
     def op_gemm(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         attrs = _attrs(node)
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
@@ -857,13 +871,7 @@ class _Converter:
         out_f, in_f = weight.shape
         output, names = node.output[0], [node.name or f"#{index}"]
         rank = len(self.shape(x))
-        fused = self.fusable_add(output, rest, out_f, -1, rank)
-        if fused is not None:
-            add_index, add, extra = fused
-            bias = bias + extra
-            self.fused.add(add_index)
-            output = add.output[0]
-            names.append(add.name or f"#{add_index}")
+        bias, output = self.absorb_add(output, rest, bias, names, out_f, -1, rank)
         layer = nn.Linear(in_f, out_f)
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)))
@@ -928,13 +936,7 @@ class _Converter:
         else:
             padding = (top, left)
         output = node.output[0]
-        fused = self.fusable_add(output, rest, out_c, 1, 4)
-        if fused is not None:
-            add_index, add, extra = fused
-            bias = bias + extra
-            self.fused.add(add_index)
-            output = add.output[0]
-            names.append(add.name or f"#{add_index}")
+        bias, output = self.absorb_add(output, rest, bias, names, out_c, 1, 4)
         conv = nn.Conv2d(
             in_per_group * group,
             out_c,
