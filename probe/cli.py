@@ -8,6 +8,7 @@ Subcommands:
     neurospec nap stats naps.json (--onnx NET.onnx | --model NAME) --data mnist [--split test]
     neurospec verify --onnx NET.onnx --vnnlib PROP.vnnlib --timeout S [--out result.txt] [--solver cbc|highs]
     neurospec verify-batch instances.csv --out results.csv [--root DIR]
+    neurospec moe detect (--model NAME --data mnist | --tokfsm relu|gelu) --experts E [--method M ...] --out DIR
 
 Errors raised by neurospec are printed as one line (``error: ...``) without a stack trace, and the
 command exits with status 1 (2 for wrong usage).
@@ -114,6 +115,51 @@ def _cmd_nap_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_moe_detect(args: argparse.Namespace) -> int:
+    import torch
+
+    from probe import moe
+
+    if args.tokfsm:
+        from codebook.tokfsm import TokFSM, pretrained
+
+        model = pretrained(args.tokfsm, verbose=not args.quiet)
+        fsm = TokFSM()
+        n_ctx = int(model.cfg.n_ctx)
+        fit = fsm.sample(args.limit or 128, seed=100)[:, :n_ctx]
+        held = fsm.sample(max(32, (args.limit or 128) // 2), seed=200)[:, :n_ctx]
+        loader = list(torch.split(fit, args.batch_size))
+        eval_loader = list(torch.split(held, args.batch_size))
+        subject = f"TokFSM transformer ({args.tokfsm})"
+    else:
+        if not args.model or not args.data:
+            raise InvalidParameterError("name the subject: --tokfsm relu|gelu, or --model NAME --data DATA")
+        model = _load_subject(args)
+        _, loader = _data_loader(args, "train")
+        _, eval_loader = _data_loader(args, "test")
+        subject = f"{args.model} on {args.data}"
+    report = moe.detect(model, loader, layers=args.layers, n_experts=args.experts, method=args.method,
+                        top_k=args.top_k, eval_loader=eval_loader, n_random=args.n_random, seed=args.seed,
+                        max_tokens=args.max_tokens, verbose=not args.quiet)
+    report.save(args.out)
+    print(f"{subject}: {len(report.layers)} FFN layers, {report.n_experts} experts, top-{report.top_k}; "
+          f"wrote {args.out}")
+    print("layer            method       coverage  random (mean±std)  gain(pts)  modularity  sparsity")
+    for row in report.table():
+        print(f"{row['layer']:<16} {row['method']:<12} {row['coverage']:8.3f}  {row['random_mean']:.3f} ± "
+              f"{row['random_std']:.3f}      {row['gain_points']:+7.1f}  {row['modularity']:10.3f}  "
+              f"{row['sparsity']:8.3f}")
+    if report.task:
+        dense = report.task["dense"]
+        print(f"dense: {dense}")
+        for meth, per_router in report.task["curves"].items():
+            for router, vals in per_router.items():
+                cells = ", ".join(f"{f:.3g}: {v.get('accuracy', next(iter(v.values()))):.4f}"
+                                  for f, v in zip(report.task["fractions"], vals, strict=True))
+                print(f"task accuracy  {meth}/{router}  {cells}")
+    return 0
+
+
 def _add_subject_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--onnx", help="an ONNX network (e.g. mnist-net_256x4.onnx); stats: default from the file")
@@ -168,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--deltas", nargs="+", type=float, default=None,
                        help="re-threshold at these deltas (default: the file's delta)")
     stats.set_defaults(func=_cmd_nap_stats)
+
+    moe_p = sub.add_parser("moe", help="emergent mixture-of-experts in FFN layers")
+    moe_sub = moe_p.add_subparsers(dest="moe_command", required=True)
+    det = moe_sub.add_parser("detect", help="partition FFN neurons into experts and measure modularity")
+    det.add_argument("--model", help="a reference model: mnist-mlp (Linear-ReLU-Linear blocks)")
+    det.add_argument("--tokfsm", choices=["relu", "gelu"], help="the TokFSM transformer trained in this project")
+    det.add_argument("--onnx", default=None, help=argparse.SUPPRESS)
+    det.add_argument("--data", default=None, help="data set of --model (mnist, cifar10, digits)")
+    det.add_argument("--root", default=None, help="data root")
+    det.add_argument("--experts", type=int, default=16, help="experts per layer (must divide d_ff)")
+    det.add_argument("--method", nargs="+", default=["activations"],
+                     help="random, weights, activations, graph (the first is the primary one)")
+    det.add_argument("--top-k", type=int, default=None, help="experts kept per token (default experts // 4)")
+    det.add_argument("--layers", nargs="+", default=None, help="FFN layer names (default all)")
+    det.add_argument("--n-random", type=int, default=5, help="random partitions in the baseline")
+    det.add_argument("--max-tokens", type=int, default=8192, help="token rows captured per layer")
+    det.add_argument("--seed", type=int, default=0)
+    det.add_argument("--batch-size", type=int, default=500)
+    det.add_argument("--limit", type=int, default=None, help="use only the first N images / sequences")
+    det.add_argument("--out", required=True, help="output folder (moe_report.json + partitions.safetensors)")
+    det.add_argument("--quiet", action="store_true", help="no progress bars")
+    det.set_defaults(func=_cmd_moe_detect)
 
     from verify.cli import add_verify_commands
 
