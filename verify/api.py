@@ -95,7 +95,7 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
-           quick_cap: float = 3.0) -> VerificationResult:
+           quick_cap: float = 3.0, bounds=None) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -109,6 +109,9 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
             most ``quick_cap`` s) on the CROWN bounds.
         lp_share: share of the time then left that LP tightening of unstable neurons may take before the
             clauses still open are retried.
+        bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
+            shared between queries on the same box (e.g. one per competitor class): its CROWN bounds are
+            used as they are and its LP-tightened bounds are computed at most once. ``None``: computed here.
 
     Returns:
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
@@ -116,7 +119,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     Raises:
         InvalidParameterError: non-positive timeout.
         SolverError: unknown or missing solver.
-        NetworkError / SpecError: the network or the property is unusable, or their sizes disagree.
+        NetworkError / SpecError: the network or the property is unusable, or their sizes disagree, or
+            ``bounds`` belong to another network, box or set of fixed states.
     """
     from verify import bounds as bnd
     from verify.attack import pgd_attack
@@ -150,7 +154,15 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     # 2. bounds
     tb = time.perf_counter()
     fixed = spec.relu_states or None
-    layer_bounds = bnd.crown_bounds(network, spec.lower, spec.upper, fixed=fixed)
+    if bounds is None:
+        bounds = bnd.BoxBounds(network, spec.lower, spec.upper, fixed=fixed)
+    elif not (isinstance(bounds, bnd.BoxBounds) and bounds.matches(network, spec.lower, spec.upper, fixed)):
+        raise SpecError("bounds= must be a verify.bounds.BoxBounds computed for this network, the property's "
+                        "input box and its relu_states; build it with BoxBounds(network, spec.lower, "
+                        "spec.upper, spec.relu_states)")
+    else:
+        stats["shared_bounds"] = True
+    layer_bounds = bounds.layers
     hidden, out_b = layer_bounds[:-1], layer_bounds[-1]
     stats["unstable"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
     # A fixed state that the bounds contradict means no input follows the states: nothing is unsafe.
@@ -164,7 +176,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         if a.size == 0:
             open_clauses.append(i)
             continue
-        lower, _ = bnd.output_bounds(network, spec.lower, spec.upper, a, fixed=fixed)
+        lower, _ = bounds.spec_bounds(a)
         if not np.any(lower - b > 0):
             open_clauses.append(i)
     timings["bounds"] = time.perf_counter() - tb
@@ -184,9 +196,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
     if verdict is None and pending:
         tl = time.perf_counter()
-        tightened, lp_stats = bnd.lp_tighten(network, spec.lower, spec.upper, [*hidden, out_b], fixed=fixed,
-                                             deadline=tl + lp_share * (deadline - tl))
-        stats["lp_tightening"] = lp_stats
+        tightened, lp_stats = bounds.tightened(deadline=tl + lp_share * (deadline - tl))
+        stats["lp_tightening"] = dict(lp_stats)
         stats["unstable_after_lp"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in tightened[:-1]]
         timings["lp_bounds"] = time.perf_counter() - tl
         enc = MilpEncoding(network, spec, tightened[:-1], output_bounds=out_b)
@@ -292,19 +303,26 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
         lower, upper: the input box (default 0 and 1).
         solver, timeout: as in :func:`verify` (``timeout`` per query).
         per_competitor: one query per (class, competitor) pair (the paper's unit, each with its own
-            ``timeout``); otherwise one query per class.
+            ``timeout``); otherwise one query per class. The queries of one class share one
+            :class:`verify.bounds.BoxBounds`: CROWN bounds computed once per class (outside the queries'
+            timeouts) and LP-tightened bounds computed by the first query that needs them, then reused.
 
     Returns:
         Per class, the list of per-competitor results (or one result).
     """
+    from verify.bounds import BoxBounds
+
     lo, hi = _domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
     out: dict[int, Any] = {}
     for c in classes:
         states = nap_states(network, naps, [c])
         if per_competitor:
+            # one set of bounds (CROWN, then LP tightening once) for the class's box and NAP, shared by its
+            # competitor queries
+            shared = BoxBounds(network, lo, hi, states)
             out[c] = [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
-                             solver=solver, timeout=timeout, attack=False)
+                             solver=solver, timeout=timeout, attack=False, bounds=shared)
                       for j in range(network.n_outputs) if j != c]
         else:
             out[c] = verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,

@@ -49,7 +49,7 @@ from verify.errors import SpecError
 if TYPE_CHECKING:
     from verify.network import ReluNetwork
 
-__all__ = ["Bound", "FixedStates", "crown_bounds", "interval_bounds", "output_bounds"]
+__all__ = ["Bound", "BoxBounds", "FixedStates", "crown_bounds", "interval_bounds", "output_bounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,95 @@ def _crown(
     return bounds, relax
 
 
+class BoxBounds:
+    """CROWN bounds of one input box (and fixed states), computed once and shared by every query on it.
+
+    Several properties over the same box and states (e.g. NAP robustness: one query per competitor class)
+    need the same pre-activation bounds; building them, and above all tightening them with LPs, costs far
+    more than one query's MILP. A ``BoxBounds`` computes the CROWN bounds at construction, bounds any
+    specification ``C @ y`` from them (:meth:`spec_bounds`), and keeps the LP-tightened bounds once
+    :meth:`tightened` has computed them, so later queries reuse them. Pass it to
+    :func:`verify.verify` as ``bounds=``.
+
+    Args:
+        net: the network.
+        lower: lower bounds of the flattened input, ``(n_inputs,)``.
+        upper: upper bounds, ``(n_inputs,)``.
+        fixed: optional forced neuron states, as in :func:`crown_bounds`.
+
+    Attributes:
+        layers: the CROWN bounds, as returned by :func:`crown_bounds` (ReLU layers, then the output).
+        tightened_layers: the LP-tightened bounds once :meth:`tightened` has run (else ``None``).
+        lp_stats: counts of the LP tightening (``lps``, ``tightened``, ``complete``).
+
+    Raises:
+        SpecError: the box has the wrong size, NaN bounds or ``lower > upper``; or ``fixed`` is malformed.
+
+    Example:
+        >>> import numpy as np
+        >>> from verify.network import ReluNetwork
+        >>> net = ReluNetwork([np.eye(2), np.eye(2)], [np.zeros(2), np.zeros(2)])
+        >>> shared = BoxBounds(net, np.zeros(2), np.ones(2))
+        >>> lo, up = shared.spec_bounds(np.array([[1.0, -1.0]]))
+        >>> float(lo[0]) <= -1.0 and float(up[0]) >= 1.0
+        True
+    """
+
+    def __init__(self, net: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
+                 fixed: FixedStates | None = None) -> None:
+        self.net = net
+        self.lower, self.upper = _box(net, lower, upper)
+        self.states = _fixed(net, fixed)
+        n_relus = len(net.relu_sizes)
+        free, relax = _crown(net, self.lower, self.upper, {}, len(net.weights))
+        self._parts = [(free, relax)]
+        if self.states:
+            forced, frelax = _crown(net, self.lower, self.upper, self.states, len(net.weights), outer=free)
+            self._parts.append((forced, frelax))
+        self.layers: list[Bound] = self._parts[-1][0]
+        self.tightened_layers: list[Bound] | None = None
+        self.lp_stats: dict[str, int] = {}
+        self._n_relus = n_relus
+
+    def matches(self, net: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
+                fixed: FixedStates | None = None) -> bool:
+        """Whether these bounds were computed for ``net``, this box and these fixed states."""
+        if net is not self.net or not (np.array_equal(self.lower, np.asarray(lower, dtype=np.float64).reshape(-1))
+                                       and np.array_equal(self.upper, np.asarray(upper, dtype=np.float64).reshape(-1))):
+            return False
+        other = _fixed(net, fixed)
+        return other.keys() == self.states.keys() and all(
+            np.array_equal(other[k][0], self.states[k][0]) and np.array_equal(other[k][1], self.states[k][1])
+            for k in other)
+
+    def spec_bounds(self, C: np.ndarray) -> Bound:
+        """Bounds of ``C @ y`` over the box (following the fixed states); see :func:`output_bounds`."""
+        spec = np.asarray(C, dtype=np.float64)
+        if spec.ndim == 1:
+            spec = spec[None, :]
+        if spec.ndim != 2 or spec.shape[1] != self.net.n_outputs:
+            raise SpecError(f"C must have shape (rows, {self.net.n_outputs}), got {np.shape(C)}")
+        if not np.isfinite(spec).all():
+            raise SpecError("C has NaN or infinite entries")
+        lo = up = None
+        for bounds, relax in self._parts:
+            plo, pup = _spec_bounds(self.net, bounds[: self._n_relus], relax, spec, self.lower, self.upper)
+            lo, up = (plo, pup) if lo is None else (np.maximum(lo, plo), np.minimum(up, pup))
+        return lo, up
+
+    def tightened(self, deadline: float | None = None) -> tuple[list[Bound], dict[str, int]]:
+        """LP-tightened bounds (:func:`lp_tighten`), computed on the first call and kept. A run stopped by
+        ``deadline`` is kept too, and a later call resumes from its (already tighter) bounds."""
+        if self.tightened_layers is not None and self.lp_stats.get("complete"):
+            return self.tightened_layers, self.lp_stats
+        start = self.tightened_layers if self.tightened_layers is not None else self.layers
+        out, stats = lp_tighten(self.net, self.lower, self.upper, start, fixed=self.states, deadline=deadline)
+        for key, value in stats.items():
+            self.lp_stats[key] = self.lp_stats.get(key, 0) + value if key != "complete" else value
+        self.tightened_layers = out
+        return out, self.lp_stats
+
+
 def crown_bounds(
     net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, fixed: FixedStates | None = None
 ) -> list[Bound]:
@@ -333,12 +422,7 @@ def crown_bounds(
         >>> bool((crown[-1][1] - crown[-1][0] <= ibp[-1][1] - ibp[-1][0]).all())
         True
     """
-    x_lo, x_up = _box(net, lower, upper)
-    states = _fixed(net, fixed)
-    bounds, _ = _crown(net, x_lo, x_up, {}, len(net.weights))
-    if states:
-        bounds, _ = _crown(net, x_lo, x_up, states, len(net.weights), outer=bounds)
-    return bounds
+    return BoxBounds(net, lower, upper, fixed).layers
 
 
 def output_bounds(
@@ -373,23 +457,7 @@ def output_bounds(
         >>> float(lo[0]) <= -1.0 and float(up[0]) >= 1.0
         True
     """
-    spec = np.asarray(C, dtype=np.float64)
-    if spec.ndim == 1:
-        spec = spec[None, :]
-    if spec.ndim != 2 or spec.shape[1] != net.n_outputs:
-        raise SpecError(f"C must have shape (rows, {net.n_outputs}), got {np.shape(C)}")
-    if not np.isfinite(spec).all():
-        raise SpecError("C has NaN or infinite entries")
-    x_lo, x_up = _box(net, lower, upper)
-    states = _fixed(net, fixed)
-    n_relus = len(net.relu_sizes)
-    free, relax = _crown(net, x_lo, x_up, {}, n_relus)
-    lo, up = _spec_bounds(net, free, relax, spec, x_lo, x_up)
-    if states:
-        forced, relax = _crown(net, x_lo, x_up, states, n_relus, outer=free)
-        flo, fup = _spec_bounds(net, forced, relax, spec, x_lo, x_up)
-        lo, up = np.maximum(lo, flo), np.minimum(up, fup)
-    return lo, up
+    return BoxBounds(net, lower, upper, fixed).spec_bounds(C)
 
 
 def _spec_bounds(
@@ -455,7 +523,8 @@ def lp_tighten(
         from_layer: first ReLU layer to tighten (layer 0's interval bounds over the box are already exact).
 
     Returns:
-        The tightened bounds (same layout) and counts ``{"lps": solved, "tightened": neurons improved}``.
+        The tightened bounds (same layout) and counts ``{"lps": solved, "tightened": neurons improved,
+        "complete": 1 if every unstable neuron was tightened before the deadline else 0}``.
     """
     import time
 
@@ -467,7 +536,7 @@ def lp_tighten(
     lo_in, up_in = _box(net, lower, upper)
     fx = _fixed(net, fixed)
     out = [(lo.copy(), up.copy()) for lo, up in bounds]
-    stats = {"lps": 0, "tightened": 0}
+    stats = {"lps": 0, "tightened": 0, "complete": 0}
     n_hidden = len(net.weights) - 1
     with _silence_native_stdout():
         h = highspy.Highs()
@@ -571,4 +640,6 @@ def lp_tighten(
             if new_lo[j] > lo_k[j] or new_up[j] < up_k[j]:
                 stats["tightened"] += 1
         out[k] = (new_lo, new_up)
+    # time only moves forward: if the deadline has not passed now, no loop above stopped early
+    stats["complete"] = int(deadline is None or time.perf_counter() <= deadline)
     return out, stats

@@ -178,3 +178,34 @@ def test_timeout_is_reported_not_answered():
     res = verify.verify(net, spec, timeout=0.3, attack=False)
     assert res.status in ("timeout", "falsified"), res
     assert res.timings["total"] < 5
+
+
+# ---------------------------------------------------------------- shared bounds
+def test_shared_bounds_give_the_same_answers_and_tighten_once():
+    from verify.bounds import BoxBounds
+
+    net = _net(11, widths=(3, 5, 4, 4))
+    spec = robustness(np.zeros(3), 0.9, 0, 4, domain=(-1, 1))
+    shared = BoxBounds(net, spec.lower, spec.upper)
+    for j in (1, 2, 3):
+        one = robustness(np.zeros(3), 0.9, 0, 4, domain=(-1, 1), targets=[j])
+        alone = verify.verify(net, one, timeout=30, attack=False)
+        with_shared = verify.verify(net, one, timeout=30, attack=False, bounds=shared)
+        assert with_shared.stats["shared_bounds"]
+        assert alone.status == with_shared.status == ("falsified" if _oracle(net, one) else "verified")
+    first, stats = shared.tightened()
+    lps = stats["lps"]
+    again, stats = shared.tightened()
+    assert stats["complete"] and stats["lps"] == lps and again is first  # computed once, then reused
+
+
+def test_shared_bounds_of_another_box_are_refused():
+    from verify.bounds import BoxBounds
+
+    net = _net(0)
+    spec = _random_spec(net, np.random.default_rng(0))
+    other = BoxBounds(net, spec.lower - 0.1, spec.upper)
+    with pytest.raises(SpecError, match="BoxBounds computed for this network"):
+        verify.verify(net, spec, timeout=5, bounds=other, attack=False)
+    with pytest.raises(SpecError, match="BoxBounds"):
+        verify.verify(net, spec, timeout=5, bounds="not bounds", attack=False)
