@@ -273,3 +273,17 @@ def test_bad_method_router_and_partition():
     with pytest.raises(InvalidParameterError, match="same number of neurons"), moe.moe_form(
             _mlp(), {"2": torch.tensor([0] * 10 + [1] * 6)}, top_k=1):
         pass
+
+
+def test_hf_conv1d_weights_are_transposed_into_rows_per_neuron():
+    # GPT-2's MLP (through TransformerBridge) uses HF Conv1D, whose weight is stored (in, out)
+    from transformers.pytorch_utils import Conv1D
+
+    from probe._moe_sites import _linear_weight
+
+    c_fc, c_proj = Conv1D(12, 4), Conv1D(4, 12)  # d_in 4 -> d_ff 12 -> 4
+    w_in, b_in = _linear_weight(c_fc, 12, into_ff=True)
+    w_out, _ = _linear_weight(c_proj, 12, into_ff=False)
+    x = torch.randn(3, 4)
+    assert w_in.shape == (12, 4) and w_out.shape == (4, 12)
+    assert torch.allclose(x @ w_in.T + b_in, c_fc(x), atol=1e-6)
