@@ -8,6 +8,8 @@ Subcommands:
     neurospec nap stats naps.json (--onnx NET.onnx | --model NAME) --data mnist [--split test]
     neurospec verify --onnx NET.onnx --vnnlib PROP.vnnlib --timeout S [--out result.txt] [--solver cbc|highs]
     neurospec verify-batch instances.csv --out results.csv [--root DIR]
+    neurospec complexity measure (--onnx NET.onnx | --model NAME) [--beta 0.1] [--rule exact|paper] [--out DIR]
+    neurospec complexity sweep (--onnx NET.onnx | --model NAME) --data mnist --betas 0.05 0.1 [--out sweep.json]
     neurospec moe detect (--model NAME --data mnist | --tokfsm relu|gelu) --experts E [--method M ...] --out DIR
 
 Errors raised by neurospec are printed as one line (``error: ...``) without a stack trace, and the
@@ -240,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     from verify.cli import add_verify_commands
 
     add_verify_commands(sub)
+
+    from probe._complexity_cli import add_complexity_commands
+
+    add_complexity_commands(sub)
     return parser
 
 
