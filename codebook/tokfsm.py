@@ -374,7 +374,7 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
         meta = json.loads(cfg_path.read_text())
         arch = dict(meta["architecture"])
         tensors = read_tensors(weights)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # safetensors raises its own error type for a damaged header
         raise CodebookError(f"corrupt TokFSM model in {directory}: {exc}. Delete the folder and retrain.") from exc
     act_fn = arch.pop("act_fn")
     model = make_model(act_fn, device=device, **arch)
