@@ -133,7 +133,8 @@ def part_layers(args) -> None:
                 row[f"complexity b={b:g}"] = rep.groups[gi].complexity
             rows.append(row)
         print(name, {b: r.complexity for b, r in reps.items()}, flush=True)
-    write_result("complexity_layers", f"{COMMAND} --parts layers", {
+    name = "complexity_layers" if len(args.subjects) > 1 else f"complexity_layers_{args.subjects[0]}"
+    write_result(name, f"{COMMAND} --parts layers --subjects {' '.join(args.subjects)}", {
         "title": "Feature complexity per layer (iterative feature merging, exact rule)",
         "notes": ["Layer = the feature group of a Linear/Conv2d's outputs, named by that module; output layer "
                   "excluded (never merged). Complexity = features left after merging at the given beta.",

@@ -159,9 +159,12 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
             total += 2 * out.numel() * (mod.in_channels // mod.groups) * mod.weight[0, 0].numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was_training = model.training
+    model.eval()
     try:
         model(example)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return int(total)

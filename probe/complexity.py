@@ -478,7 +478,7 @@ def _finish(model: nn.Module, analysis: Analysis, merger: Merger, merged: nn.Mod
             device: str | torch.device) -> ComplexityReport:
     with torch.no_grad():
         check_output_shape(analysis.output_shape, merged, example)
-        flops_before, flops_after = count_flops(model.eval(), example), count_flops(merged, example)
+        flops_before, flops_after = count_flops(model, example), count_flops(merged, example)
     groups = []
     for g in merger.mergeable:
         grp = analysis.groups[g]
@@ -612,6 +612,6 @@ def sweep(
         logger.info("beta=%g: accuracy %.4f (baseline %.4f), params %d/%d", beta, acc, baseline,
                     rep.params_after, rep.params_before)
     return SweepResult(rule=rule, max_ratio=max_ratio, baseline_accuracy=baseline,
-                       params_before=count_params(cpu), flops_before=count_flops(cpu.eval(), example),
+                       params_before=count_params(cpu), flops_before=count_flops(cpu, example),
                        widths={g: analysis.groups[g].size for g in analysis.order if not analysis.groups[g].frozen},
                        points=points, n_samples=n)

@@ -286,12 +286,13 @@ def test_max_ratio_caps_merges_per_group():
 
 
 def test_measure_is_deterministic_and_does_not_modify_the_model():
-    net = _cnn(bn=True)
+    net = _cnn(bn=True).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     r1 = complexity.measure(net, beta=0.6, input_shape=(3, 8, 8))
     r2 = complexity.measure(net, beta=0.6, input_shape=(3, 8, 8))
     assert [g.clusters for g in r1.groups] == [g.clusters for g in r2.groups]
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert net.training and not r1.merged_model.training
 
 
 @pytest.mark.parametrize("rule", ["exact", "paper"])
