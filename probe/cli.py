@@ -11,6 +11,8 @@ Subcommands:
     neurospec complexity measure (--onnx NET.onnx | --model NAME) [--beta 0.1] [--rule exact|paper] [--out DIR]
     neurospec complexity sweep (--onnx NET.onnx | --model NAME) --data mnist --betas 0.05 0.1 [--out sweep.json]
     neurospec moe detect (--model NAME --data mnist | --tokfsm relu|gelu) --experts E [--method M ...] --out DIR
+    neurospec codebook train-tokfsm --out DIR [--n-codes 10000] [--steps 1000] [--device cpu|cuda]
+    neurospec codebook steer DIR [--pairs 100] [--samples 20]
 
 Errors raised by neurospec are printed as one line (``error: ...``) without a stack trace, and the
 command exits with status 1 (2 for wrong usage).
@@ -246,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     from probe._complexity_cli import add_complexity_commands
 
     add_complexity_commands(sub)
+
+    from codebook.cli import add_codebook_commands
+
+    add_codebook_commands(sub)
     return parser
 
 
