@@ -7,10 +7,12 @@ dup     Exactly duplicated features planted in real networks (mnist-net_256x2: n
         after merging at beta=1e-6 with the ``exact`` and the ``paper`` rule.
 layers  Feature complexity per layer of every subject (mnist-mlp, mnist-cnn, cifar10-vgg, mnist-net_256x2/4/6)
         at beta in {0.05, 0.1, 0.15, 0.2}.
-sweep   The beta sweep (no fine-tuning) on each subject: test accuracy, parameters and FLOPs kept, feature
-        complexity, merge time; the time of the whole sweep. cifar10-vgg also with max_ratio=0.5.
+sweep   The beta sweep (no fine-tuning, max_ratio=1) on each subject: test accuracy, parameters and FLOPs kept,
+        feature complexity, merge time; the time of the whole sweep.
+cap     The max_ratio sweep at beta=0.5 (every layer merges its closest pairs until the cap): test accuracy,
+        parameters and FLOPs removed, no fine-tuning.
 
-Run: .venv/bin/python benchmarks/complexity.py [--parts dup layers sweep] [--subjects ...] [--cifar-limit N]
+Run: .venv/bin/python benchmarks/complexity.py [--parts dup layers sweep cap] [--subjects ...] [--cifar-limit N]
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from verify.onnx_io import load_vnncomp
 SUBJECTS = ["mnist-mlp", "mnist-cnn", "cifar10-vgg", "mnist-256x2", "mnist-256x4", "mnist-256x6"]
 LAYER_BETAS = [0.05, 0.1, 0.15, 0.2]
 SWEEP_BETAS = [0.02, 0.05, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3]
+CAP_BETA = 0.5
+CAP_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 COMMAND = "nice -n 10 .venv/bin/python benchmarks/complexity.py"
 
 
@@ -146,8 +150,6 @@ def part_layers(args) -> None:
 def part_sweep(args) -> None:
     tables, notes = [], []
     settings = [(n, 1.0) for n in args.subjects]
-    if "cifar10-vgg" in args.subjects:
-        settings.append(("cifar10-vgg", 0.5))
     summary = []
     for name, ratio in settings:
         model = _subject(name)
@@ -190,15 +192,52 @@ def part_sweep(args) -> None:
     })
 
 
+@torch.no_grad()
+def _accuracy(model: nn.Module, loader) -> float:
+    correct = total = 0
+    for xb, yb in loader:
+        correct += int((model(xb).argmax(1) == yb).sum())
+        total += len(yb)
+    return correct / total
+
+
+def part_cap(args) -> None:
+    rows = []
+    for name in args.subjects:
+        model = _subject(name)
+        limit = args.cifar_limit if _dataset(name) == "cifar10" else None
+        ds = _test(name, limit)
+        loader = data.make_loader(ds, batch_size=1000)
+        base = _accuracy(model.eval(), loader)
+        for ratio in CAP_RATIOS:
+            rep = complexity.measure(model, beta=CAP_BETA, max_ratio=ratio)
+            acc = _accuracy(rep.merged_model, loader)
+            rows.append({"subject": name, "max_ratio": ratio, "baseline accuracy": f"{base:.4f}",
+                         "accuracy": f"{acc:.4f}", "drop (points)": f"{100 * (base - acc):.2f}",
+                         "params removed": f"{100 * rep.params_removed:.1f}%",
+                         "FLOPs removed": f"{100 * rep.flops_removed:.1f}%",
+                         "complexity per layer": " ".join(str(v) for v in rep.complexity.values()),
+                         "merge s": f"{rep.seconds:.2f}", "test images": len(ds)})
+            print(rows[-1], flush=True)
+    name = "complexity_cap" if len(args.subjects) > 1 else f"complexity_cap_{args.subjects[0]}"
+    write_result(name, f"{COMMAND} --parts cap --subjects {' '.join(args.subjects)}"
+                 + (f" --cifar-limit {args.cifar_limit}" if args.cifar_limit else ""), {
+        "title": f"Iterative feature merging capped by max_ratio (beta={CAP_BETA}, exact rule, no fine-tuning)",
+        "notes": ["At beta=0.5 every layer keeps merging its closest pair until max_ratio of its features are "
+                  "merged away, so the cap sets the width and the distance decides which features merge."],
+        "tables": [{"caption": "accuracy and size versus max_ratio", "columns": list(rows[0]), "rows": rows}],
+    })
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", nargs="+", default=["dup", "layers", "sweep"])
+    parser.add_argument("--parts", nargs="+", default=["dup", "layers", "sweep", "cap"])
     parser.add_argument("--subjects", nargs="+", default=SUBJECTS)
     parser.add_argument("--cifar-limit", type=int, default=None, help="evaluate cifar10 on the first N test images")
     args = parser.parse_args()
     torch.manual_seed(0)
     for part in args.parts:
-        {"dup": part_dup, "layers": part_layers, "sweep": part_sweep}[part](args)
+        {"dup": part_dup, "layers": part_layers, "sweep": part_sweep, "cap": part_cap}[part](args)
 
 
 if __name__ == "__main__":
