@@ -1,16 +1,20 @@
 """VNN-COMP 2021 ``mnistfc`` with the competition's timeouts (120 s for 256x2, 300 s otherwise).
 
-Per network and solver: instances solved (sat + unsat), median / max time of the solved ones, and answers
-that contradict the tool consensus (results/consensus.csv; must be 0). Resumable: per-instance rows go to
-benchmarks/results/mnistfc_<solver>.csv after every instance; rerunning skips finished rows.
+Per network and solver: instances solved (sat + unsat), median / max time of the solved ones, answers
+that contradict the tool consensus (results/consensus.csv; must be 0), and instances not run yet.
+Resumable and streaming: per-instance rows go to benchmarks/results/mnistfc_<solver>_<network>.csv after
+every instance (one file per network, so networks can run in parallel processes), and the summary JSON /
+RESULTS.md is rewritten after every instance, so a partial run counts. Rerunning skips finished rows;
+``--rerun`` drops the selected networks' rows first.
 
-Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256x2] [--timeout-scale 1]
+Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256x2] [--timeout-scale 1] [--rerun]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -37,41 +41,24 @@ def consensus(root: Path) -> dict[tuple[str, str], str]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--solver", default="cbc")
-    parser.add_argument("--networks", nargs="+", default=["256x2", "256x4", "256x6"])
-    parser.add_argument("--timeout-scale", type=float, default=1.0)
-    args = parser.parse_args()
-    root = data_root()
-    bench = root / "vnncomp2021/mnistfc"
-    truth = consensus(root)
-    out_csv = RESULTS / f"mnistfc_{args.solver}.csv"
-    rows = read_results(out_csv)
-    done = {(r["onnx"], r["vnnlib"]) for r in rows}
-    cache: dict = {}
-    with (bench / "mnistfc_instances.csv").open(newline="") as fh:
-        instances = [r for r in csv.reader(fh) if r]
-    for onnx_name, vnnlib_name, timeout in instances:
-        if not any(f"_{n}." in onnx_name for n in args.networks) or (onnx_name, vnnlib_name) in done:
-            continue
-        limit = float(timeout) * args.timeout_scale
-        res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
-        rows.append(result_row(onnx_name, vnnlib_name, limit, res, args.solver))
-        write_results(out_csv, rows)
-        seconds = float(rows[-1]["seconds"])
-        expected = truth.get((onnx_name, vnnlib_name), "?")
-        print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
-              f"(consensus {expected})", flush=True)
+def _csv(solver: str, net: str) -> Path:
+    return RESULTS / f"mnistfc_{solver}_{net}.csv"
 
+
+def summarise(solver: str, instances: list[list[str]], truth: dict, command: str) -> None:
+    """Rewrite the summary JSON (and RESULTS.md) from every network's per-instance CSV."""
     table = []
-    for net in sorted({r["onnx"] for r in rows}):
-        mine = [r for r in rows if r["onnx"] == net]
+    for net in sorted({onnx for onnx, _, _ in instances}):
+        short = net.removeprefix("mnist-net_").removesuffix(".onnx")
+        mine = read_results(_csv(solver, short))
+        if not mine:
+            continue
         solved = [r for r in mine if r["result"] in ("sat", "unsat")]
         wrong = [r for r in solved if truth.get((r["onnx"], r["vnnlib"])) not in (r["result"], "unknown")]
         times = [float(r["seconds"]) for r in solved]
         table.append({
-            "network": net, "solver": args.solver, "instances run": len(mine),
+            "network": net, "solver": solver, "instances run": len(mine),
+            "not run": sum(onnx == net for onnx, _, _ in instances) - len(mine),
             "solved": len(solved), "unsat": sum(r["result"] == "unsat" for r in solved),
             "sat": sum(r["result"] == "sat" for r in solved),
             "target solved": TARGET_SOLVED.get(net, "-"),
@@ -79,13 +66,57 @@ def main() -> None:
             "median s (solved)": f"{statistics.median(times):.2f}" if times else "-",
             "max s (solved)": f"{max(times):.2f}" if times else "-",
         })
-    write_result(f"vnncomp_mnistfc_{args.solver}", "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:]), {
-        "title": f"VNN-COMP 2021 mnistfc, solver {args.solver}",
-        "notes": [f"Solver versions: {solver_versions()}; timeouts x{args.timeout_scale} of the competition's; "
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    write_result(f"vnncomp_mnistfc_{solver}", command, {
+        "title": f"VNN-COMP 2021 mnistfc, solver {solver}",
+        "notes": [f"Solver versions: {solver_versions()}; timeouts x{TIMEOUT_SCALE[0]} of the competition's; "
                   "time includes loading the network and reading the property. Per-instance rows: "
-                  f"benchmarks/results/mnistfc_{args.solver}.csv."],
+                  f"benchmarks/results/mnistfc_{solver}_<network>.csv.",
+                  "Timings from a 2-core machine shared with 4 other agents' jobs (load average "
+                  f"{load} when this summary was written), the benchmark itself under nice: slower than on "
+                  "an idle machine, and some timeouts may be instances an idle machine would solve."],
         "tables": [{"columns": list(table[0]), "rows": table}] if table else [],
     })
+
+
+TIMEOUT_SCALE = [1.0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--solver", default="cbc")
+    parser.add_argument("--networks", nargs="+", default=["256x2", "256x4", "256x6"])
+    parser.add_argument("--timeout-scale", type=float, default=1.0)
+    parser.add_argument("--rerun", action="store_true", help="drop the selected networks' rows first")
+    args = parser.parse_args()
+    TIMEOUT_SCALE[0] = args.timeout_scale
+    command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
+    root = data_root()
+    bench = root / "vnncomp2021/mnistfc"
+    truth = consensus(root)
+    cache: dict = {}
+    with (bench / "mnistfc_instances.csv").open(newline="") as fh:
+        instances = [r for r in csv.reader(fh) if r]
+    for net in args.networks:
+        if args.rerun and _csv(args.solver, net).exists():
+            _csv(args.solver, net).unlink()
+    for onnx_name, vnnlib_name, timeout in instances:
+        net = next((n for n in args.networks if f"_{n}." in onnx_name), None)
+        if net is None:
+            continue
+        rows = read_results(_csv(args.solver, net))
+        if (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"]) for r in rows}:
+            continue
+        limit = float(timeout) * args.timeout_scale
+        res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
+        rows.append(result_row(onnx_name, vnnlib_name, limit, res, args.solver))
+        write_results(_csv(args.solver, net), rows)
+        seconds = float(rows[-1]["seconds"])
+        expected = truth.get((onnx_name, vnnlib_name), "?")
+        print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
+              f"(consensus {expected})", flush=True)
+        summarise(args.solver, instances, truth, command)
+    summarise(args.solver, instances, truth, command)
 
 
 if __name__ == "__main__":

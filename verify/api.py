@@ -4,10 +4,13 @@ Phases, all inside one wall-clock budget (``timeout`` seconds, every phase inclu
 
 1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``;
 2. **bounds** — interval + CROWN back-substitution; an unsafe clause whose lower bound is positive is
-   empty; when every clause is, the property is ``verified`` without a MILP;
+   empty; when every clause is, the property is ``verified`` without a MILP; for clauses still open,
+   alpha-CROWN (relaxation slopes optimised by gradient ascent, ``alpha_share`` of the time) tightens the
+   unstable neurons' bounds and then bounds the clauses again;
 3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first with a short time limit
-   per clause on the CROWN bounds; clauses left open are retried, with all the time left, after LP
-   tightening of the unstable neurons' bounds. Only a solver's proof of infeasibility counts for
+   per clause on the tightest bounds so far; clauses left open are retried, with all the time left, after LP
+   tightening of the unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal slopes
+   give the same bounds as those LPs). Only a solver's proof of infeasibility counts for
    ``verified``; a solver stopped by its limit gives ``timeout``.
 
 Every counterexample is re-run through the extracted network, the source torch model (float32) and, for
@@ -95,7 +98,7 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
-           quick_cap: float = 3.0, bounds=None) -> VerificationResult:
+           quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -107,6 +110,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         seed: seed of the attack.
         quick_share, quick_cap: each clause first gets ``quick_share`` of the time left (at least 1 s, at
             most ``quick_cap`` s) on the CROWN bounds.
+        alpha_share: share of the time left after CROWN that alpha-CROWN (optimised relaxation slopes, for
+            the unstable neurons' bounds and then for the open clauses) may take; 0 skips it.
         lp_share: share of the time then left that LP tightening of unstable neurons may take before the
             clauses still open are retried.
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
@@ -162,7 +167,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
                         "spec.upper, spec.relu_states)")
     else:
         stats["shared_bounds"] = True
-    layer_bounds = bounds.layers
+    layer_bounds = bounds.best  # shared bounds may already be tightened by an earlier query
     hidden, out_b = layer_bounds[:-1], layer_bounds[-1]
     stats["unstable"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
     # A fixed state that the bounds contradict means no input follows the states: nothing is unsafe.
@@ -186,7 +191,28 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     if time.perf_counter() > deadline:
         return result("timeout", message="time ran out computing bounds")
 
-    # 3. MILP, clause by clause: first a short try on the CROWN bounds; clauses the solver cannot settle
+    # 2b. alpha-CROWN: optimised slopes for the unstable neurons' bounds, then for the open clauses
+    if alpha_share > 0 and any(spec.unsafe[i][0].size for i in open_clauses):
+        ta = time.perf_counter()
+        stop = ta + alpha_share * (deadline - ta)
+        _, alpha_stats = bounds.optimised(deadline=stop)
+        stats["alpha"] = dict(alpha_stats)
+        still = []
+        for i in open_clauses:
+            a, b = spec.unsafe[i]
+            if a.size == 0 or not np.any(bounds.spec_lower(a, deadline=stop) - b > 0):
+                still.append(i)
+        open_clauses = still
+        hidden, out_b = bounds.best[:-1], bounds.best[-1]
+        stats["unstable_after_alpha"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
+        stats["clauses_open_after_alpha"] = len(open_clauses)
+        timings["alpha"] = time.perf_counter() - ta
+        if not open_clauses:
+            return result("verified", "bounds")
+        if time.perf_counter() > deadline:
+            return result("timeout", message="time ran out computing alpha-CROWN bounds")
+
+    # 3. MILP, clause by clause: first a short try on the bounds so far; clauses the solver cannot settle
     # quickly are retried after LP tightening of the unstable neurons (tighter big-M, fewer binaries).
     tm = time.perf_counter()
     enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
@@ -194,7 +220,9 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
     quick = min(max(1.0, quick_share * (deadline - time.perf_counter())), quick_cap)
     verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
-    if verdict is None and pending:
+    # alpha-CROWN run to completion is about as tight as LP tightening (its optimal slopes give the LP bound)
+    # and much faster: the LPs would then mostly take MILP time for nothing.
+    if verdict is None and pending and not bounds.alpha_stats.get("complete"):
         tl = time.perf_counter()
         tightened, lp_stats = bounds.tightened(deadline=tl + lp_share * (deadline - tl))
         stats["lp_tightening"] = dict(lp_stats)
@@ -202,6 +230,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         timings["lp_bounds"] = time.perf_counter() - tl
         enc = MilpEncoding(network, spec, tightened[:-1], output_bounds=out_b)
         stats["binaries_after_lp"] = enc.n_binaries
+    if verdict is None and pending:
         verdict, pending, more_unknown = _solve_clauses(network, spec, enc, pending, solver, deadline, stats, None)
         unknown += more_unknown
     timings["milp"] = time.perf_counter() - tm - timings.get("lp_bounds", 0.0)

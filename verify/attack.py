@@ -47,6 +47,13 @@ def pgd_attack(net, spec: Spec, restarts: int = 32, steps: int = 50, seed: int =
     Returns:
         The most violating input found with loss <= 0 (flattened float64), or ``None``.
     """
+    from verify.bounds import one_torch_thread
+
+    with one_torch_thread():
+        return _pgd(net, spec, restarts, steps, seed, deadline)
+
+
+def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float | None) -> np.ndarray | None:
     model = net.source
     shape = tuple(net.input_shape)
     lo = torch.as_tensor(spec.lower, dtype=torch.float32)

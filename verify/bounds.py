@@ -37,8 +37,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ from verify.errors import SpecError
 if TYPE_CHECKING:
     from verify.network import ReluNetwork
 
-__all__ = ["Bound", "BoxBounds", "FixedStates", "crown_bounds", "interval_bounds", "output_bounds"]
+__all__ = ["Bound", "BoxBounds", "FixedStates", "alpha_spec_lower", "alpha_tighten", "crown_bounds", "interval_bounds", "output_bounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class _Relaxation:
     t_up: np.ndarray
     z_mag: np.ndarray
     a_mag: np.ndarray
+    unstable: np.ndarray | None = None  # neurons with the triangle relaxation (any s_low in [0, 1] is sound)
 
 
 def _relaxation(
@@ -209,7 +211,7 @@ def _relaxation(
     # The rounded slope and intercept can put the line below relu by a few ulps of max(|l|, |u|): lift it.
     t_up = np.where(unstable, -up * lo / width + 8 * _EPS * z_mag, 0.0)
     s_low = np.where(unstable, np.where(up > -lo, 1.0, 0.0), np.where(active, 1.0, 0.0))
-    return _Relaxation(s_low, s_up, t_up, z_mag, np.maximum(up, 0.0))
+    return _Relaxation(s_low, s_up, t_up, z_mag, np.maximum(up, 0.0), unstable)
 
 
 def _backsub_lower(
@@ -222,6 +224,7 @@ def _backsub_lower(
     x_up: np.ndarray,
     err0: np.ndarray | None = None,
     err0_width: int = 0,
+    alphas: list[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Sound lower bounds of ``a @ relu(z_{k-1}) + const`` (``a @ x + const`` for ``k = 0``), one per row of
     ``a``, substituting the ReLU relaxations of layers ``k-1, ..., 0`` and then the input box.
@@ -229,7 +232,11 @@ def _backsub_lower(
     Alongside, it sums the magnitudes of every rounded operation's terms (``|coef| |W_j| max|a_{j-1}|``,
     ...); the bound is lowered by ``(n + 2k + 8) * eps`` times that sum (``n``: the widest inner dimension),
     which exceeds the rounding error. ``err0`` adds the magnitudes of the terms of sums of ``err0_width``
-    terms already rounded into ``a`` and ``const`` (e.g. ``|C| |W_L| max|a|`` for ``a = C @ W_L``)."""
+    terms already rounded into ``a`` and ``const`` (e.g. ``|C| |W_L| max|a|`` for ``a = C @ W_L``).
+
+    ``alphas``: optional per ReLU layer ``j`` an array ``(rows of a, n_j)`` of lower-relaxation slopes, one
+    set per row (alpha-CROWN); they are clipped to ``[0, 1]`` and used for the layer's unstable neurons only,
+    where ``s z <= relu(z)`` holds on ``[l, u]`` for every ``s`` in ``[0, 1]``: any values are sound."""
     x_mag = np.maximum(np.abs(x_lo), np.abs(x_up))
     widest = max([net.n_inputs, *net.relu_sizes[:k], a.shape[1], err0_width])
     gamma = (widest + 2 * k + 8) * _EPS
@@ -245,10 +252,13 @@ def _backsub_lower(
         err = np.zeros(coef.shape[0]) if err0 is None else err0[rows].copy()
         for j in range(k - 1, -1, -1):
             r = relax[j]
+            s_low = r.s_low
+            if alphas is not None and alphas[j] is not None and r.unstable is not None:
+                s_low = np.where(r.unstable, np.clip(alphas[j][rows], 0.0, 1.0), r.s_low)
             pos, neg = np.maximum(coef, 0.0), np.minimum(coef, 0.0)
             c += neg @ r.t_up
             err += -neg @ r.t_up
-            coef = pos * r.s_low + neg * r.s_up
+            coef = pos * s_low + neg * r.s_up
             abs_coef = np.abs(coef)
             err += abs_coef @ r.z_mag + abs_coef @ sizes[j]
             c += coef @ net.biases[j]
@@ -297,6 +307,211 @@ def _crown(
     return bounds, relax
 
 
+# --------------------------------------------------------------------------------------------------------
+# alpha-CROWN: optimised lower-relaxation slopes
+# --------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block (restored after). The matrices of verification are
+    small: extra threads mostly wait for each other, and on a busy machine they slow a step down tenfold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _optimise_alphas(
+    net: ReluNetwork,
+    relax: list[_Relaxation],
+    k: int,
+    a: np.ndarray,
+    const: np.ndarray,
+    x_lo: np.ndarray,
+    x_up: np.ndarray,
+    iters: int,
+    deadline: float | None,
+    lr: float = 0.25,
+) -> list[np.ndarray | None]:
+    """Lower-relaxation slopes per row of ``a`` that raise the back-substituted lower bounds of
+    ``a @ relu(z_{k-1}) + const`` (projected gradient ascent with Adam, torch autograd, from CROWN's slopes).
+
+    The optimisation needs no care for rounding: the slopes are then only *used* by the sound
+    :func:`_backsub_lower`, for which every slope in ``[0, 1]`` is valid."""
+    with one_torch_thread():
+        return _optimise_alphas_impl(net, relax, k, a, const, x_lo, x_up, iters, deadline, lr)
+
+
+def _optimise_alphas_impl(net, relax, k, a, const, x_lo, x_up, iters, deadline, lr):
+    import time
+
+    import torch
+
+    m = a.shape[0]
+
+    def f32(v: np.ndarray) -> torch.Tensor:  # float32 is ample for a heuristic search, and twice as fast
+        return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+
+    ws = [f32(net.weights[j]) for j in range(k)]
+    bs = [f32(net.biases[j]) for j in range(k)]
+    lo_t, up_t = f32(x_lo), f32(x_up)
+    fixed = [(f32(r.s_low), f32(r.s_up), f32(r.t_up)) for r in relax[:k]]
+    out: list[np.ndarray | None] = [None] * k
+    for start in range(0, m, ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        a_t, c_t = f32(a[rows]), f32(const[rows])
+        n_rows = a_t.shape[0]
+        params, cols = [], []
+        for j in range(k):
+            unst = np.flatnonzero(relax[j].unstable) if relax[j].unstable is not None else np.zeros(0, int)
+            cols.append(torch.from_numpy(unst))
+            params.append(f32(np.broadcast_to(relax[j].s_low[unst], (n_rows, unst.size))).requires_grad_(True))
+        trainable = [p for p, c in zip(params, cols, strict=True) if c.numel()]
+        if not trainable:
+            continue
+        opt = torch.optim.Adam(trainable, lr=lr)
+        for _ in range(iters):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            coef, c = a_t, c_t
+            for j in range(k - 1, -1, -1):
+                s_low0, s_up, t_up = fixed[j]
+                s_low = s_low0.expand(n_rows, -1).clone()
+                if cols[j].numel():
+                    s_low[:, cols[j]] = params[j].clamp(0.0, 1.0)
+                pos, neg = coef.clamp(min=0.0), coef.clamp(max=0.0)
+                c = c + neg @ t_up
+                coef = pos * s_low + neg * s_up
+                c = c + coef @ bs[j]
+                coef = coef @ ws[j]
+            low = coef.clamp(min=0.0) @ lo_t + coef.clamp(max=0.0) @ up_t + c
+            opt.zero_grad()
+            (-low.sum()).backward()
+            opt.step()
+            with torch.no_grad():
+                for p in trainable:
+                    p.clamp_(0.0, 1.0)
+        for j in range(k):
+            if out[j] is None:
+                out[j] = np.broadcast_to(relax[j].s_low, (m, relax[j].s_low.size)).copy()
+            if cols[j].numel():
+                out[j][rows][:, cols[j].numpy()] = params[j].detach().double().numpy()
+    return out
+
+
+def _relaxations(bounds: list[Bound], states: dict[int, tuple[np.ndarray, np.ndarray]], n: int) -> list[_Relaxation]:
+    out = []
+    for j in range(n):
+        lo, up = _clip(j, *bounds[j], states)
+        act, inact = states.get(j, (None, None))
+        out.append(_relaxation(lo, up, act, inact))
+    return out
+
+
+def alpha_tighten(
+    net: ReluNetwork,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    bounds: list[Bound],
+    fixed: FixedStates | None = None,
+    iters: int = 20,
+    deadline: float | None = None,
+) -> tuple[list[Bound], dict[str, int]]:
+    """Tighten the bounds of unstable neurons with alpha-CROWN (Xu et al. 2021): per neuron, optimised
+    lower-relaxation slopes of every earlier unstable ReLU.
+
+    Layer by layer from the second ReLU layer (the first one's interval bounds are exact) through the
+    output: the relaxations of earlier layers are rebuilt from their (already tightened) bounds, the slopes
+    for each unstable neuron's lower and upper bound are optimised by gradient ascent (``iters`` Adam steps
+    from CROWN's choice, stopping at ``deadline``), and the bound they give is computed by the sound
+    back-substitution (rounding error included) and intersected with the old one. Any slope in ``[0, 1]``
+    gives a valid bound, so the result is sound however the optimisation ends.
+
+    Args:
+        net, lower, upper, fixed: as in :func:`crown_bounds`.
+        bounds: sound bounds to start from (e.g. :func:`crown_bounds`): hidden layers, then the output.
+        iters: gradient steps per layer.
+        deadline: a ``time.perf_counter()`` value; layers not reached by then keep their bounds.
+
+    Returns:
+        The tightened bounds (same layout) and counts ``{"tightened": neurons improved, "complete": 0/1}``.
+
+    Example:
+        >>> import numpy as np
+        >>> from verify.network import ReluNetwork
+        >>> rng = np.random.default_rng(0)
+        >>> net = ReluNetwork([rng.normal(size=(8, 2)), rng.normal(size=(8, 8)), rng.normal(size=(1, 8))],
+        ...                   [np.zeros(8), np.zeros(8), np.zeros(1)])
+        >>> crown = crown_bounds(net, -np.ones(2), np.ones(2))
+        >>> tight, _ = alpha_tighten(net, -np.ones(2), np.ones(2), crown)
+        >>> bool((tight[-1][1] - tight[-1][0] <= crown[-1][1] - crown[-1][0]).all())
+        True
+    """
+    import time
+
+    x_lo, x_up = _box(net, lower, upper)
+    states = _fixed(net, fixed)
+    out = [(lo.copy(), up.copy()) for lo, up in bounds]
+    n_relus = len(net.relu_sizes)
+    stats = {"tightened": 0, "complete": 0}
+    for k in range(1, n_relus + 1):
+        if deadline is not None and time.perf_counter() > deadline:
+            return out, stats
+        lo_k, up_k = out[k]
+        todo = np.arange(lo_k.size) if k == n_relus else np.flatnonzero((lo_k < 0) & (up_k > 0))
+        if k < n_relus and k in states:
+            act, inact = states[k]
+            todo = todo[~act[todo] & ~inact[todo]]
+        if todo.size == 0:
+            continue
+        relax = _relaxations(out, states, k)
+        w, b = net.weights[k][todo], net.biases[k][todo]
+        a, const = np.vstack([w, -w]), np.concatenate([b, -b])
+        alphas = _optimise_alphas(net, relax, k, a, const, x_lo, x_up, iters, deadline)
+        low = _backsub_lower(net, relax, k, a, const, x_lo, x_up, alphas=alphas)
+        n = todo.size
+        new_lo, new_up = lo_k.copy(), up_k.copy()
+        new_lo[todo] = np.maximum(lo_k[todo], low[:n])
+        new_up[todo] = np.minimum(up_k[todo], -low[n:])
+        stats["tightened"] += int(np.sum((new_lo > lo_k) | (new_up < up_k)))
+        out[k] = _clip(k, new_lo, new_up, states) if k < n_relus else (new_lo, new_up)
+    stats["complete"] = int(deadline is None or time.perf_counter() <= deadline)
+    return out, stats
+
+
+def alpha_spec_lower(
+    net: ReluNetwork,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    bounds: list[Bound],
+    C: np.ndarray,
+    fixed: FixedStates | None = None,
+    iters: int = 30,
+    deadline: float | None = None,
+) -> np.ndarray:
+    """Sound alpha-CROWN lower bounds of ``C @ y`` over the box, from pre-activation ``bounds`` (hidden
+    layers first; e.g. after :func:`alpha_tighten` or :func:`lp_tighten`); see :func:`alpha_tighten`.
+
+    Returns:
+        ``(rows of C,)`` lower bounds.
+    """
+    x_lo, x_up = _box(net, lower, upper)
+    states = _fixed(net, fixed)
+    spec = np.atleast_2d(np.asarray(C, dtype=np.float64))
+    n_relus = len(net.relu_sizes)
+    relax = _relaxations(bounds, states, n_relus)
+    a, const = spec @ net.weights[-1], spec @ net.biases[-1]
+    a_mag = relax[-1].a_mag if n_relus else np.maximum(np.abs(x_lo), np.abs(x_up))
+    err0 = np.abs(spec) @ (np.abs(net.weights[-1]) @ a_mag + np.abs(net.biases[-1]))
+    alphas = _optimise_alphas(net, relax, n_relus, a, const, x_lo, x_up, iters, deadline) if n_relus else None
+    return _backsub_lower(net, relax, n_relus, a, const, x_lo, x_up, err0, net.n_outputs, alphas=alphas)
+
+
 class BoxBounds:
     """CROWN bounds of one input box (and fixed states), computed once and shared by every query on it.
 
@@ -316,6 +531,7 @@ class BoxBounds:
     Attributes:
         layers: the CROWN bounds, as returned by :func:`crown_bounds` (ReLU layers, then the output).
         tightened_layers: the LP-tightened bounds once :meth:`tightened` has run (else ``None``).
+        alpha_layers: the alpha-CROWN bounds once :meth:`optimised` has run (else ``None``).
         lp_stats: counts of the LP tightening (``lps``, ``tightened``, ``complete``).
 
     Raises:
@@ -345,7 +561,37 @@ class BoxBounds:
         self.layers: list[Bound] = self._parts[-1][0]
         self.tightened_layers: list[Bound] | None = None
         self.lp_stats: dict[str, int] = {}
+        self.alpha_layers: list[Bound] | None = None
+        self.alpha_stats: dict[str, int] = {}
         self._n_relus = n_relus
+
+    @property
+    def best(self) -> list[Bound]:
+        """The tightest bounds computed so far: LP-tightened, else alpha-CROWN, else CROWN."""
+        for layers in (self.tightened_layers, self.alpha_layers):
+            if layers is not None:
+                return layers
+        return self.layers
+
+    def optimised(self, deadline: float | None = None, iters: int = 20) -> tuple[list[Bound], dict[str, int]]:
+        """alpha-CROWN bounds (:func:`alpha_tighten`), computed on the first call and kept; a run stopped by
+        ``deadline`` is resumed from its bounds by a later call."""
+        if self.alpha_layers is not None and self.alpha_stats.get("complete"):
+            return self.alpha_layers, self.alpha_stats
+        start = self.alpha_layers if self.alpha_layers is not None else self.layers
+        out, stats = alpha_tighten(self.net, self.lower, self.upper, start, fixed=self.states, iters=iters,
+                                   deadline=deadline)
+        self.alpha_stats = {"tightened": self.alpha_stats.get("tightened", 0) + stats["tightened"],
+                            "complete": stats["complete"]}
+        self.alpha_layers = out
+        return out, self.alpha_stats
+
+    def spec_lower(self, C: np.ndarray, deadline: float | None = None, iters: int = 30) -> np.ndarray:
+        """Lower bounds of ``C @ y`` from the tightest bounds so far, with alpha-CROWN slopes optimised for
+        ``C`` (:func:`alpha_spec_lower`), never looser than :meth:`spec_bounds`."""
+        low = alpha_spec_lower(self.net, self.lower, self.upper, self.best[:-1], C, fixed=self.states,
+                               iters=iters, deadline=deadline)
+        return np.maximum(low, self.spec_bounds(C)[0])
 
     def matches(self, net: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
                 fixed: FixedStates | None = None) -> bool:
@@ -375,10 +621,11 @@ class BoxBounds:
 
     def tightened(self, deadline: float | None = None) -> tuple[list[Bound], dict[str, int]]:
         """LP-tightened bounds (:func:`lp_tighten`), computed on the first call and kept. A run stopped by
-        ``deadline`` is kept too, and a later call resumes from its (already tighter) bounds."""
+        ``deadline`` is kept too, and a later call resumes from its (already tighter) bounds. Starts from the
+        alpha-CROWN bounds when :meth:`optimised` has run."""
         if self.tightened_layers is not None and self.lp_stats.get("complete"):
             return self.tightened_layers, self.lp_stats
-        start = self.tightened_layers if self.tightened_layers is not None else self.layers
+        start = self.best
         out, stats = lp_tighten(self.net, self.lower, self.upper, start, fixed=self.states, deadline=deadline)
         for key, value in stats.items():
             self.lp_stats[key] = self.lp_stats.get(key, 0) + value if key != "complete" else value
@@ -626,6 +873,8 @@ def lp_tighten(
             col = int(z_off[k] + j)
             for sign in (1.0, -1.0):
                 h.changeColCost(col, sign)
+                if deadline is not None:  # HiGHS compares its limit with its run time summed over all runs
+                    h.setOptionValue("time_limit", h.getRunTime() + max(deadline - time.perf_counter(), 0.01))
                 h.run()
                 stats["lps"] += 1
                 if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

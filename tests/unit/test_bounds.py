@@ -197,3 +197,53 @@ def test_bad_arguments() -> None:
         crown_bounds(net, lo, up, {0: (np.ones(8, bool), np.ones(8, bool))})
     with pytest.raises(SpecError, match=r"shape \(rows, 3\)"):
         output_bounds(net, lo, up, np.eye(4))
+
+
+# ---------------------------------------------------------------- alpha-CROWN
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("seed", range(3))
+def test_alpha_crown_is_sound_and_never_looser(arch: tuple[int, ...], seed: int) -> None:
+    from verify.bounds import alpha_spec_lower, alpha_tighten, lp_tighten
+
+    net = _net(arch, 300 + seed)
+    rng = np.random.default_rng(400 + seed)
+    lo, up = _box(arch[0], rng, width=1.5)
+    values = _values(net, _samples(lo, up, rng))
+    crown = crown_bounds(net, lo, up)
+    tight, stats = alpha_tighten(net, lo, up, crown, iters=30)
+    assert stats["complete"] == 1
+    _assert_contains(tight, values)
+    for (cl, cu), (tl, tu) in zip(crown, tight, strict=True):
+        assert (tl >= cl).all() and (tu <= cu).all()
+    # the optimal slopes give the LP (triangle relaxation) bound; alpha-CROWN approaches it from CROWN's side
+    # (and can never beat it: with LP-exact earlier bounds, the LP is the best bound of the relaxation)
+    lp, _ = lp_tighten(net, lo, up, crown)
+    for (ll, lu), (tl, tu) in zip(lp[:-1], tight[:-1], strict=True):
+        assert (tl <= ll + 1e-6 * (1 + np.abs(ll))).all() and (tu >= lu - 1e-6 * (1 + np.abs(lu))).all()
+    C = np.vstack([np.eye(arch[-1]), rng.standard_normal((3, arch[-1]))])
+    spec_lo = alpha_spec_lower(net, lo, up, tight[:-1], C, iters=30)
+    assert (values[-1] @ C.T >= spec_lo - SLACK).all()
+    assert (spec_lo >= output_bounds(net, lo, up, C)[0] - 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_alpha_crown_with_fixed_states_is_sound_for_points_that_follow_them(seed: int) -> None:
+    from verify.bounds import alpha_spec_lower, alpha_tighten
+
+    arch = (4, 8, 8, 8, 3)
+    net = _net(arch, 500 + seed)
+    rng = np.random.default_rng(600 + seed)
+    lo, up = _box(4, rng, width=1.5)
+    x = _samples(lo, up, rng)
+    pres = net.pre_activations(x)
+    fixed, keep = {}, np.ones(len(x), dtype=bool)
+    for k in range(3):
+        z = pres[k][0]
+        chosen = rng.random(z.size) < 0.3
+        fixed[k] = (chosen & (z > 0), chosen & (z <= 0))
+        keep &= (pres[k][:, fixed[k][0]] > 0).all(axis=1) & (pres[k][:, fixed[k][1]] <= 0).all(axis=1)
+    values = [v[keep] for v in _values(net, x)]
+    tight, _ = alpha_tighten(net, lo, up, crown_bounds(net, lo, up, fixed), fixed=fixed, iters=20)
+    _assert_contains(tight, values)
+    C = np.eye(3)[0] - np.eye(3)[1:]
+    assert (values[-1] @ C.T >= alpha_spec_lower(net, lo, up, tight[:-1], C, fixed=fixed) - SLACK).all()
