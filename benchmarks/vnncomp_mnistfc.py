@@ -115,7 +115,10 @@ def main() -> None:
         expected = truth.get((onnx_name, vnnlib_name), "?")
         print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
               f"(consensus {expected})", flush=True)
-        summarise(args.solver, instances, truth, command)
+        try:  # another process (another network) may be rewriting the same summary right now
+            summarise(args.solver, instances, truth, command)
+        except (OSError, ValueError) as err:
+            print(f"summary not written this time: {err}", flush=True)
     summarise(args.solver, instances, truth, command)
 
 
