@@ -84,3 +84,26 @@ def test_nap_robustness_and_ambiguity_on_256x4(data_root):
     for pair, r in amb.items():
         if naps.disjoint_pairs()[pair]:
             assert r.method == "nap-conflict" and r.status == "verified"
+
+
+def test_alpha_crown_bounds_on_256x6_are_sound_and_tighter(bench):
+    from verify.bounds import BoxBounds
+    from verify.vnnlib import read_vnnlib
+
+    net = ReluNetwork.from_onnx(bench / "mnist-net_256x6.onnx")
+    spec = read_vnnlib(bench / "prop_4_0.03.vnnlib", net.n_inputs, net.n_outputs)
+    shared = BoxBounds(net, spec.lower, spec.upper)
+    tight, stats = shared.optimised(iters=10)
+    assert stats["complete"] == 1
+    rng = np.random.default_rng(0)
+    x = rng.uniform(spec.lower, spec.upper, size=(3000, net.n_inputs))
+    x[:1000] = np.where(rng.random((1000, net.n_inputs)) < 0.5, spec.lower, spec.upper)  # box corners
+    values = [*net.pre_activations(x), net.forward(x)]
+    unstable = []
+    for (cl, cu), (tl, tu), v in zip(shared.layers, tight, values, strict=True):
+        assert (v >= tl - 1e-9).all() and (v <= tu + 1e-9).all()
+        assert (tl >= cl).all() and (tu <= cu).all()
+        unstable.append((int(np.sum((cl < 0) & (cu > 0))), int(np.sum((tl < 0) & (tu > 0)))))
+    assert sum(a for _, a in unstable) < sum(c for c, _ in unstable), unstable
+    C = np.vstack([a for a, _ in spec.unsafe])
+    assert (values[-1] @ C.T >= shared.spec_lower(C, iters=10) - 1e-9).all()
