@@ -217,9 +217,9 @@ class Codebooks(nn.Module):
         return {s: layer.replace_dead_codes(generator, optimizer) for s, layer in self.items()}
 
     def check_finite(self) -> None:
-        """Raise :class:`NonFiniteActivationError` if any layer saw NaN/inf inputs during training (one sync)."""
-        flags = torch.stack([layer.nonfinite_seen for _, layer in self.items()]).cpu()
-        bad = [s for s, f in zip(self.sites, flags.tolist(), strict=True) if f]
+        """Raise :class:`NonFiniteActivationError` naming the codebooks whose latest training input had NaN/inf
+        values (a host synchronisation per codebook; call it only when a problem was seen)."""
+        bad = [s for s, layer in self.items() if not layer.input_is_finite()]
         if bad:
             raise NonFiniteActivationError(f"NaN or inf activations reached the codebooks at {bad}")
 

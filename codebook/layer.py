@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 SIMILARITIES = ("cosine", "inner", "l2")
 REDUCTIONS = ("mean", "sum")
-_CHUNK_SCORES = 1 << 28  # at most this many scores (1 GiB in float32) exist at once
+_KMEANSPP_MAX = 1024  # k-means++ seeding up to this many codes, distinct random samples above
+_CHUNK_SCORES = 1 << 28  # at most this many scores exist at once (1 GiB in float32, 512 MiB in float16)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class CodebookConfig:
         dead_code_min_usage: a code selected fewer times than this since the last replacement is dead.
         kmeans_iters: Lloyd iterations of the k-means initialisation (0: random real activations).
         kmeans_samples: activations collected per codebook for the k-means initialisation.
+        fast_scores: on CUDA, compute cosine scores in float16 (selection only; outputs and gradients stay in
+            the model's dtype).
 
     Example:
         >>> CodebookConfig(n_codes=10_000, k=1).similarity
@@ -87,6 +90,7 @@ class CodebookConfig:
     dead_code_min_usage: int = 1
     kmeans_iters: int = 10
     kmeans_samples: int = 65536
+    fast_scores: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -184,8 +188,7 @@ class CodebookLayer(nn.Module):
         self.last_codes: torch.Tensor | None = None
         self.last_loss: torch.Tensor | None = None
         self.last_mse: torch.Tensor | None = None
-        self.check_finite = True
-        self.register_buffer("nonfinite_seen", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._offs = (torch.arange(n_groups) * config.n_codes).view(1, -1, 1)
         self._last_input: torch.Tensor | None = None
 
     # -- shapes --------------------------------------------------------------------------------------
@@ -212,44 +215,61 @@ class CodebookLayer(nn.Module):
 
     # -- selection -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Similarity of every (normalised, if configured) input to every code: ``[G, N, n_codes]``.
+    def scores(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Similarity of every input to every code: ``[G, N, n_codes]``.
+
+        For cosine similarity only the codes are normalised: the input's norm does not change which code
+        is best, so the ranking equals the cosine ranking (the values are cosines times ``|x|``).
 
         Args:
             x: ``[N, G, d]`` inputs (already layer-normed if the config says so).
+            codes: prepared codes from :meth:`_prepared_codes` (computed if ``None``).
         """
-        q = x.transpose(0, 1)  # [G, N, d]
-        c = self.codes.detach()
-        sim = self.config.similarity
-        if sim == "cosine":
-            q = nn.functional.normalize(q, dim=-1)
-            c = nn.functional.normalize(c, dim=-1)
-        s = torch.bmm(q.to(c.dtype), c.transpose(1, 2))
-        if sim == "l2":  # argmax of -|x - c|^2 = argmax of 2 x.c - |c|^2
+        c = self._prepared_codes() if codes is None else codes
+        q = x.transpose(0, 1).to(c.dtype)  # [G, N, d]
+        s = torch.bmm(q, c.transpose(1, 2))
+        if self.config.similarity == "l2":  # argmax of -|x - c|^2 = argmax of 2 x.c - |c|^2
             s = 2 * s - (c * c).sum(-1).unsqueeze(1)
         return s
+
+    @torch.no_grad()
+    def _prepared_codes(self) -> torch.Tensor:
+        c = self.codes.detach()
+        if self.config.similarity == "cosine":
+            c = nn.functional.normalize(c, dim=-1)
+            if c.is_cuda and self.config.fast_scores:
+                # float16 halves the memory traffic of the [G, N, n_codes] score tensor, which dominates the
+                # codebook's cost; unit codes keep the scores within |x| and ~3 significant digits
+                c = c.half()
+        return c
 
     @torch.no_grad()
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """Top-k code ids ``[N, G, k]`` of inputs ``[N, G, d]``, computed in chunks of bounded memory."""
         n, k = x.shape[0], self.config.k
+        c = self._prepared_codes()
         step = max(1, _CHUNK_SCORES // max(1, self.n_groups * self.n_codes))
         out = []
         for start in range(0, n, step):
-            s = self.scores(x[start:start + step])
+            s = self.scores(x[start:start + step], c)
             ids = s.argmax(-1, keepdim=True) if k == 1 else s.topk(k, dim=-1).indices
             out.append(ids.transpose(0, 1))
-        return torch.cat(out) if len(out) > 1 else out[0]
+        return torch.cat(out) if len(out) > 1 else out[0].contiguous()
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """The reduced code vectors ``[N, G, d]`` of ids ``[N, G, k']`` (``-1`` contributes zeros)."""
         flat_codes = self.codes.reshape(-1, self.d)
-        offs = (torch.arange(self.n_groups, device=ids.device) * self.n_codes).view(1, -1, 1)
         valid = ids >= 0
-        vecs = flat_codes[(ids.clamp(min=0) + offs).reshape(-1)].view(*ids.shape, self.d)
+        vecs = flat_codes[(ids.clamp(min=0) + self._offsets()).reshape(-1)].view(*ids.shape, self.d)
         vecs = vecs * valid.unsqueeze(-1).to(vecs.dtype)
         out = vecs.sum(-2)
         return out / self.config.k if self.config.reduce == "mean" else out
+
+    def _offsets(self) -> torch.Tensor:
+        offs = self._offs
+        if offs.device != self.codes.device:
+            offs = self._offs = offs.to(self.codes.device)
+        return offs
 
     def _check_ids(self, ids: torch.Tensor, n: int) -> torch.Tensor:
         """Validate ids returned by a user hook (only then: it costs a host synchronisation)."""
@@ -280,18 +300,24 @@ class CodebookLayer(nn.Module):
         lead = shape[:-2] if self.grouped_input else shape[:-1]
         view = ids.view(*lead, self.n_groups, -1) if self.grouped_input else ids.view(*lead, -1)
         hooked = self.hook_codes(view)
-        if hooked is not view:  # a hook replaced the ids: validate them (patching, ablation, forcing)
-            ids = self._check_ids(hooked, n)
         self.last_codes = hooked
-        self._count(ids)
-        q = self.lookup(ids)  # [N, G, d], differentiable w.r.t. the codes
+        if hooked is view:  # fast path: every id valid, one gather
+            gidx = (ids + self._offsets()).reshape(-1)
+            with torch.no_grad():
+                self.usage.view(-1).index_add_(0, gidx, torch.ones(gidx.shape, device=gidx.device,
+                                                                   dtype=self.usage.dtype))
+            q = nn.functional.embedding(gidx, self.codes.view(-1, self.d)).view(n, self.n_groups, -1, self.d)
+            q = q.squeeze(2) if q.shape[2] == 1 else q.sum(2)
+            if self.config.reduce == "mean" and self.config.k > 1:
+                q = q / self.config.k
+        else:  # a hook replaced the ids (patching, ablation, forcing): validate, allow -1 and extra ids
+            ids = self._check_ids(hooked, n)
+            self._count(ids)
+            q = self.lookup(ids)
         if self.training:
             self._last_input = flat.detach()
-        target = flat.detach()
-        mse = nn.functional.mse_loss(q, target)
+        mse = nn.functional.mse_loss(q, flat.detach())
         self.last_mse = mse.detach()
-        if self.training and self.check_finite:
-            self.nonfinite_seen |= ~torch.isfinite(flat).all()
         loss = self.config.recon_coef * mse if self.config.recon_coef else flat.new_zeros(())
         if self.config.commitment:
             loss = loss + self.config.commitment * nn.functional.mse_loss(flat, q.detach())
@@ -301,10 +327,14 @@ class CodebookLayer(nn.Module):
 
     @torch.no_grad()
     def _count(self, ids: torch.Tensor) -> None:
-        offs = (torch.arange(self.n_groups, device=ids.device) * self.n_codes).view(1, -1, 1)
-        idx = (ids.clamp(min=0) + offs).reshape(-1)
+        idx = (ids.clamp(min=0) + self._offsets()).reshape(-1)
         w = (ids >= 0).reshape(-1).to(self.usage.dtype)
         self.usage.view(-1).index_add_(0, idx, w)
+
+    @torch.no_grad()
+    def input_is_finite(self) -> bool:
+        """Whether the latest training input was finite (one host synchronisation)."""
+        return self._last_input is None or bool(torch.isfinite(self._last_input).all())
 
     # -- usage, dead codes, initialisation -----------------------------------------------------------
     @torch.no_grad()
@@ -354,7 +384,8 @@ class CodebookLayer(nn.Module):
     def kmeans_init(self, samples: torch.Tensor, iters: int | None = None, seed: int = 0) -> None:
         """Set the codes to k-means centroids of real activations, all groups at once (batched).
 
-        Cosine similarity uses spherical assignment (normalised vectors) but keeps raw-scale centroids, since
+        Seeding is k-means++ for codebooks of at most 1024 codes, distinct random samples above (k-means++ is
+        a sequential loop over the codes). Cosine similarity uses spherical assignment (normalised vectors) but keeps raw-scale centroids, since
         the layer outputs raw code vectors. Empty clusters are re-seeded with random samples. With fewer
         samples than codes, samples are reused with a little noise.
 
@@ -379,7 +410,9 @@ class CodebookLayer(nn.Module):
         g, n, _ = x.shape
         c = self.n_codes
         gen = torch.Generator(device=dev).manual_seed(seed)
-        if n >= c:
+        if n >= c and c <= _KMEANSPP_MAX:
+            idx = _kmeanspp(x, c, gen, self.config.similarity == "cosine")
+        elif n >= c:  # k-means++ is a sequential loop over codes: for large codebooks, distinct random samples
             idx = torch.stack([torch.randperm(n, device=dev, generator=gen)[:c] for _ in range(g)])
         else:
             logger.info("k-means init: %d samples for %d codes; reusing samples with noise", n, c)
@@ -415,3 +448,19 @@ def _assign(x: torch.Tensor, cent: torch.Tensor, cosine: bool) -> torch.Tensor:
         s = torch.bmm(x[:, start:start + step], cent.transpose(1, 2))
         out.append(s.argmax(-1) if cosine else (2 * s - sq).argmax(-1))
     return torch.cat(out, dim=1)
+
+
+@torch.no_grad()
+def _kmeanspp(x: torch.Tensor, c: int, gen: torch.Generator, cosine: bool) -> torch.Tensor:
+    """k-means++ seeding, all groups at once: sample indices ``[G, c]`` of ``x`` ``[G, N, d]``."""
+    g, n, _ = x.shape
+    xs = nn.functional.normalize(x, dim=-1) if cosine else x
+    rows = torch.arange(g, device=x.device)
+    idx = torch.randint(0, n, (g,), device=x.device, generator=gen)
+    chosen = [idx]
+    d2 = ((xs - xs[rows, idx].unsqueeze(1)) ** 2).sum(-1)
+    for _ in range(1, c):
+        idx = torch.multinomial(d2.clamp(min=0) + 1e-12, 1, generator=gen).squeeze(1)
+        chosen.append(idx)
+        d2 = torch.minimum(d2, ((xs - xs[rows, idx].unsqueeze(1)) ** 2).sum(-1))
+    return torch.stack(chosen, 1)

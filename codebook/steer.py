@@ -326,6 +326,8 @@ class SteeringResult:
         n_pairs, n_samples: pairs (A, B) and samples per pair.
         per_pair_success: sampled success rate of each pair.
         sites: codebooks patched.
+        positions: ``"last"`` (last token), ``"state"`` (both tokens of the last state) or ``"transition"``
+            (last token, then the generated first digit too).
     """
 
     success_rate: float
@@ -337,6 +339,7 @@ class SteeringResult:
     n_samples: int
     per_pair_success: list[float] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
+    positions: str = "last"
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Version-stamped JSON."""
@@ -373,29 +376,39 @@ def _jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _next_state_dist(model: nn.Module, prompts: torch.Tensor, n_states: int,
-                     source: Mapping[str, torch.Tensor] | None, batch_size: int = 512) -> torch.Tensor:
-    """Exact ``P(next state | prompt)`` ``[batch, n_states]`` (two digit steps), optionally with the codes of
-    ``source`` patched at the prompt's last position."""
+                     sources: Sequence[tuple[Mapping[str, torch.Tensor], int]], batch_size: int = 512) -> torch.Tensor:
+    """Exact ``P(next state | prompt)`` ``[batch, n_states]`` (two digit steps), with the codes of each
+    ``(source, position)`` patched at that position."""
     device = next(model.parameters()).device
-    b, p = prompts.shape
+    b, _ = prompts.shape
     rows = torch.cat([prompts.repeat_interleave(10, 0), torch.arange(10).repeat(b)[:, None]], 1).to(device)
-    src = None if source is None else {s: v.repeat_interleave(10, 0) for s, v in source.items()}
+    srcs = [({s: v if v.shape[0] == rows.shape[0] else v.repeat_interleave(10, 0) for s, v in src.items()}, pos)
+            for src, pos in sources]
     out = []
     for i in range(0, rows.shape[0], batch_size):
         chunk = rows[i:i + batch_size]
         with ExitStack() as stack:
-            if src is not None:
-                stack.enter_context(patch_codes(model, {s: v[i:i + batch_size] for s, v in src.items()}, p - 1))
+            for src, pos in srcs:
+                stack.enter_context(patch_codes(model, {s: v[i:i + batch_size] for s, v in src.items()}, pos))
             out.append(torch.log_softmax(model(chunk).float(), -1)[:, -2:, :10])
     logp = torch.cat(out).view(b, 10, 2, 10)
     joint = (logp[:, 0, 0, :, None] + logp[:, :, 1, :]).exp().reshape(b, 100)
     return joint[:, :n_states]
 
 
+def _record_batched(model: nn.Module, tokens: torch.Tensor, pos: int, sites: Sequence[str], batch_size: int
+                    ) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, tokens.shape[0], batch_size):
+        for s, v in record_codes(model, tokens[i:i + batch_size], pos, sites).items():
+            parts.setdefault(s, []).append(v)
+    return {s: torch.cat(v) for s, v in parts.items()}
+
+
 @torch.no_grad()
 def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samples: int = 20,
                        prompt_states: int = 8, sites: Sequence[str] | None = None, seed: int = 0,
-                       batch_size: int = 512) -> SteeringResult:
+                       positions: str = "last", batch_size: int = 512) -> SteeringResult:
     """FSM state steering with code patching.
 
     Pairs (A, B) come from the final states of sampled prompts of ``prompt_states`` states (BOS + 2 tokens per
@@ -412,6 +425,9 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
         prompt_states: states per prompt.
         sites: codebooks to patch (default: all — all-layer patching).
         seed: seed of the prompts and of sampling.
+        positions: ``"last"`` patches the last token (the state's second digit) as in the paper; ``"state"``
+            patches both tokens of the last state; ``"transition"`` patches the last token and, while the next
+            state is generated, also its first digit with the codes the B prompt produces after that digit.
         batch_size: forward batch size.
 
     Returns:
@@ -424,6 +440,8 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
         >>> res = fsm_state_steering(model, fsm, n_pairs=50)   # doctest: +SKIP
         >>> res.success_rate, res.normalized_js                 # doctest: +SKIP
     """
+    if positions not in ("last", "state", "transition"):
+        raise InvalidParameterError(f"positions must be 'last', 'state' or 'transition'; got {positions!r}")
     for name, v in (("n_pairs", n_pairs), ("n_samples", n_samples), ("prompt_states", prompt_states)):
         if not isinstance(v, int) or v < 1:
             raise InvalidParameterError(f"{name} must be a positive int; got {v!r}")
@@ -455,14 +473,15 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
     b = torch.tensor(b_list)
     prompts_a, prompts_b = torch.stack(pa), torch.stack(pb)
     n = len(a_list)
-    source = {}
-    for i in range(0, n, batch_size):
-        rec = record_codes(model, prompts_b[i:i + batch_size], -1, sites)
-        for s, v in rec.items():
-            source.setdefault(s, []).append(v)
-    src = {s: torch.cat(v) for s, v in source.items()}
-    p_clean = _next_state_dist(model, prompts_a, n_states, None, batch_size).cpu()
-    p_steer = _next_state_dist(model, prompts_a, n_states, src, batch_size).cpu()
+    sources = []
+    for pos in ([length - 2, length - 1] if positions == "state" else [length - 1]):
+        sources.append((_record_batched(model, prompts_b, pos, sites, batch_size), pos))
+    p_clean = _next_state_dist(model, prompts_a, n_states, [], batch_size).cpu()
+    steer_sources = list(sources)
+    if positions == "transition":  # codes of "B prompt + first digit" at the first digit, for every digit
+        rows_b = torch.cat([prompts_b.repeat_interleave(10, 0), torch.arange(10).repeat(n)[:, None]], 1)
+        steer_sources.append((_record_batched(model, rows_b, length, sites, batch_size), length))
+    p_steer = _next_state_dist(model, prompts_a, n_states, steer_sources, batch_size).cpu()
     target = fsm.transition[b]
     target_only = fsm.valid[b] & ~fsm.valid[a]
     expected = (p_steer * target_only).sum(-1)
@@ -471,12 +490,22 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
     norm_js = js_steer / js_clean.clamp(min=1e-12)
     # sampled: n_samples copies of each A prompt, patched at its last token
     rep_prompts = prompts_a.repeat_interleave(n_samples, 0)
-    rep_src = {s: v.repeat_interleave(n_samples, 0) for s, v in src.items()}
+    rep_src = [({s: v.repeat_interleave(n_samples, 0) for s, v in src.items()}, pos) for src, pos in sources]
+    rep_b = prompts_b.repeat_interleave(n_samples, 0)
     succ = []
     for i in range(0, rep_prompts.shape[0], batch_size):
         chunk = rep_prompts[i:i + batch_size]
-        out = generate_with_codes(model, chunk, 2, seed=seed + i, interventions=[
-            patch_codes(model, {s: v[i:i + batch_size] for s, v in rep_src.items()}, length - 1)])
+        patches = [({s: v[i:i + batch_size] for s, v in src.items()}, pos) for src, pos in rep_src]
+        if positions == "transition":
+            first = generate_with_codes(model, chunk, 1, seed=seed + i, interventions=[
+                patch_codes(model, src, pos) for src, pos in patches])
+            rows_b = torch.cat([rep_b[i:i + batch_size], first[:, -1:].cpu()], 1)
+            patches.append((record_codes(model, rows_b, length, sites), length))
+            out = generate_with_codes(model, first, 1, seed=seed + i + 1, interventions=[
+                patch_codes(model, src, pos) for src, pos in patches])
+        else:
+            out = generate_with_codes(model, chunk, 2, seed=seed + i, interventions=[
+                patch_codes(model, src, pos) for src, pos in patches])
         nxt = fsm.state_ids(out.cpu())[:, -1]
         rows = torch.arange(i, i + chunk.shape[0]) // n_samples
         ok = (nxt >= 0) & target_only[rows, nxt.clamp(min=0)]
@@ -485,4 +514,4 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
     return SteeringResult(success_rate=float(per_pair.mean()), expected_success=float(expected.mean()),
                           baseline_success=float(baseline.mean()), normalized_js=float(norm_js.mean()),
                           js_steered=float(js_steer.mean()), n_pairs=n, n_samples=n_samples,
-                          per_pair_success=[float(x) for x in per_pair], sites=sites)
+                          per_pair_success=[float(x) for x in per_pair], sites=sites, positions=positions)

@@ -124,6 +124,8 @@ class TrainConfig:
         freeze_model: keep the model's own weights fixed.
         weight_decay: AdamW weight decay of the model's weights (codebooks get none).
         warmup_steps: linear learning-rate warm-up.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to ``min_lr_ratio`` of the rate after warm-up).
+        min_lr_ratio: final learning-rate factor of the cosine schedule.
         grad_clip: clip the global gradient norm (``None``: no clipping).
         check_every: steps between host reads (NaN check, progress, history).
         checkpoint_every: steps between checkpoints (0: only at the end, when a directory is given).
@@ -136,6 +138,8 @@ class TrainConfig:
     freeze_model: bool = False
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     grad_clip: float | None = 1.0
     check_every: int = 50
     checkpoint_every: int = 0
@@ -154,6 +158,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise CodebookConfigError(f"TrainConfig.{name} must be a finite number >= 0; got {v!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise CodebookConfigError(f"TrainConfig.lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise CodebookConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
             raise CodebookConfigError(f"TrainConfig.grad_clip must be None or > 0; got {self.grad_clip!r}")
 
@@ -258,6 +266,15 @@ class TrainResult:
         ax.set_yscale("log")
         ax.legend()
         return ax
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _optimizer(model: nn.Module, cbs: Codebooks, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -380,8 +397,6 @@ def train(model: nn.Module, cbs: Codebooks, data: Batches, config: TrainConfig |
         start, history = _load_checkpoint(ckpt, model, cbs, opt)
         logger.info("resumed from %s at step %d", ckpt, start)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + start)
-    for layer in cbs.layers.values():
-        layer.nonfinite_seen.zero_()
     bad = torch.zeros((), dtype=torch.bool, device=device)
     acc = torch.zeros(2, device=device)
     acc_n = 0
@@ -392,12 +407,9 @@ def train(model: nn.Module, cbs: Codebooks, data: Batches, config: TrainConfig |
     bar = tqdm(range(start, cfg.steps), desc="codebook train", disable=not verbose, initial=start, total=cfg.steps)
     try:
         for step in bar:
-            if cfg.warmup_steps and step < cfg.warmup_steps:
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * (step + 1) / cfg.warmup_steps
-            elif cfg.warmup_steps and step == cfg.warmup_steps:
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"]
+            factor = _lr_factor(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * factor
             tokens = _batch(data, step).to(device, non_blocking=True)
             task = loss_fn(model, tokens)
             cb_loss = cbs.loss().to(task.device)
@@ -419,16 +431,16 @@ def train(model: nn.Module, cbs: Codebooks, data: Batches, config: TrainConfig |
             due_ckpt = ckpt is not None and (
                 (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps)
             if done % cfg.check_every == 0 or done == cfg.steps or due_ckpt:
-                if bool(bad):
+                if bool(bad):  # NaN in an activation reaches the loss: the straight-through output carries it
+                    where = ""
+                    try:
+                        cbs.check_finite()
+                    except NonFiniteActivationError as err:
+                        where = f" ({err})"
                     raise NonFiniteActivationError(
-                        f"training stopped at step <= {done}: the loss became NaN or inf "
-                        f"(last good checkpoint: {last_good}). Lower the learning rates, check the inputs, "
-                        "or resume from the checkpoint.")
-                try:
-                    cbs.check_finite()
-                except NonFiniteActivationError as err:
-                    raise NonFiniteActivationError(f"training stopped at step <= {done}: {err} "
-                                                   f"(last good checkpoint: {last_good})") from None
+                        f"training stopped at step <= {done}: the loss became NaN or inf{where}; last good "
+                        f"checkpoint: {last_good}. Lower the learning rates, check the inputs, or resume from "
+                        "the checkpoint.")
                 vals = (acc / max(1, acc_n)).tolist()
                 history.append({"step": done, "task_loss": vals[0], "codebook_loss": vals[1]})
                 bar.set_postfix(task=f"{vals[0]:.4f}", cb=f"{vals[1]:.4f}", refresh=False)
