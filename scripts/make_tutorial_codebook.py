@@ -1,0 +1,161 @@
+"""Write tutorials/04_codebook_features.ipynb from its cell sources.
+
+Run: .venv/bin/python scripts/make_tutorial_codebook.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parent.parent / "tutorials"
+
+CELLS = [
+    new_markdown_cell(
+        "# 04 · Codebook features: discrete, steerable hidden states\n\n"
+        "Codebook features (Tamkin, Taufeeque, Goodman, 2023) replace a hidden activation by the mean of its "
+        "top-k most similar vectors from a learned *codebook*. The model keeps working, and each code id is a "
+        "discrete feature you can read, ablate and patch.\n\n"
+        "This notebook trains a small transformer on **TokFSM** (a random finite-state machine written as two "
+        "digit tokens per state), attaches codebooks to every attention head and every MLP output, fine-tunes, "
+        "finds the codes that stand for FSM states, and steers the model into another state by patching codes. "
+        "Settings are small so that it runs on a CPU in a couple of minutes; the full-size figures come from "
+        "`benchmarks/codebook_tokfsm.py` on a GPU (see README)."
+    ),
+    new_code_cell(
+        "import matplotlib.pyplot as plt\n"
+        "import torch\n\n"
+        "import codebook\n"
+        "from codebook.tokfsm import TokFSM, TokFSMConfig, evaluate, lm_loss, make_model, train_model\n\n"
+        "torch.manual_seed(0)\n"
+        "fsm = TokFSM(TokFSMConfig(seq_states=16))   # the paper's FSM (100 states, 10 edges), shorter sequences\n"
+        "print(fsm.sample(1, seed=0)[0].tolist())     # BOS=10, then two digits per state"
+    ),
+    new_markdown_cell("## 1. A small TokFSM transformer\n\nThe paper's model has 4 layers and d_model 128 "
+                      "(`codebook.tokfsm.pretrained()` trains and caches it); here 2 layers and d_model 64."),
+    new_code_cell(
+        "model = make_model('gelu', seed=0, n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128)\n"
+        "train_model(model, fsm, steps=300, batch_size=32, lr=3e-3, verbose=False)\n"
+        "base = evaluate(model, fsm, n_samples=32, seed=1)\n"
+        "print(base)"
+    ),
+    new_markdown_cell(
+        "## 2. Attach codebooks\n\n"
+        "`site_names` lists the standard hook points: `blocks.L.attn.hook_z` (per head: one codebook per head, "
+        "all heads scored in one batched matmul) and `blocks.L.hook_mlp_out`. Each codebook is a permanent "
+        "hook on its site; its code ids pass through a hook point of their own, `<site>.codebook.hook_codes`."
+    ),
+    new_code_cell(
+        "sites = codebook.site_names(model, ['attn_z', 'mlp_out'])\n"
+        "config = codebook.CodebookConfig(n_codes=256, k=1, similarity='cosine', commitment=0.25, dead_code_every=20)\n"
+        "cbs = codebook.attach(model, sites, config)\n"
+        "codebook.init_codebooks(model, cbs, [fsm.sample(64, seed=7)[:, :-1]])   # k-means on real activations\n"
+        "print(len(cbs), 'codebooks at', cbs.sites)\n"
+        "print('with fresh codebooks:', evaluate(model, fsm, n_samples=32, seed=1).transition_accuracy)"
+    ),
+    new_markdown_cell("## 3. Fine-tune model and codebooks jointly\n\nAdamW with separate learning rates; dead "
+                      "codes (unused since the last replacement) are re-seeded from recent activations every "
+                      "`dead_code_every` steps."),
+    new_code_cell(
+        "train_cfg = codebook.TrainConfig(steps=150, lr_codebook=1e-3, lr_model=3e-4, warmup_steps=20,\n"
+        "                                 lr_schedule='cosine', check_every=25)\n"
+        "result = codebook.train(model, cbs, lambda step: fsm.sample(32, seed=1000 + step), train_cfg,\n"
+        "                        loss_fn=lm_loss, verbose=False)\n"
+        "after = evaluate(model, fsm, n_samples=32, seed=1)\n"
+        "print('transition accuracy', round(base.transition_accuracy, 4), '->', round(after.transition_accuracy, 4))\n"
+        "held_out = [fsm.sample(128, seed=99)[:, :-1]]\n"
+        "for site, m in codebook.codebook_metrics(model, cbs, held_out).items():\n"
+        "    print(f'{site:24s} dead {m.dead_fraction:.2f}  mse {m.mse:.4f}  usage entropy {m.usage_entropy:.2f}')\n"
+        "result.plot()\n"
+        "plt.show()"
+    ),
+    new_markdown_cell(
+        "## 4. Which codes stand for FSM states?\n\n"
+        "Label each state's second-digit position with the state id (first-digit positions are negatives) and "
+        "search all codebooks: per state, the code with the best F1, its precision and recall, and the best "
+        "single MLP neuron thresholded at the same recall."
+    ),
+    new_code_cell(
+        "tokens = fsm.sample(128, seed=5)[:, :-1]\n"
+        "digit = fsm.digit_index(tokens)\n"
+        "labels = torch.where(digit == 1, fsm.state_ids(tokens), torch.full_like(tokens, -1))\n"
+        "search = codebook.search_by_labels(model, tokens, labels, mask=digit >= 0)\n"
+        "print(search.summary())\n"
+        "best = max(search.matches, key=lambda m: m.f1)\n"
+        "print('state', best.label, '->', best.site, 'head', best.group, 'code', best.code,\n"
+        "      f'precision {best.precision:.2f} recall {best.recall:.2f}')\n"
+        "search.plot()\n"
+        "plt.show()"
+    ),
+    new_markdown_cell(
+        "## 5. Code interventions are ordinary hooks\n\n"
+        "Cache the ids with `run_with_cache`, force or ablate codes, or patch the codes of one input into "
+        "another — each as a context manager that also acts during generation."
+    ),
+    new_code_cell(
+        "prompt = fsm.sample(2, seed=11)[:, :9]\n"
+        "_, cache = model.run_with_cache(prompt)\n"
+        "print(cache[codebook.codes_hook_name(sites[0])].shape)   # [batch, pos, heads, k]\n"
+        "site = sites[-1]\n"
+        "with codebook.force_codes(model, site, [best.code if best.site == site else 0]):\n"
+        "    print(codebook.generate_with_codes(model, prompt, 4, seed=0)[:, 9:])\n"
+        "with codebook.ablate_codes(model, site):\n"
+        "    print(codebook.generate_with_codes(model, prompt, 4, seed=0)[:, 9:])"
+    ),
+    new_markdown_cell(
+        "## 6. Steering the FSM state\n\n"
+        "At the last token of a state-A prompt, patch in (at every codebook) the codes a state-B prompt "
+        "produces there, then sample the next state: success = it is a successor of B (pairs have disjoint "
+        "successor sets). `positions='transition'` also patches the generated first digit with B's codes."
+    ),
+    new_code_cell(
+        "for mode in ('last', 'transition'):\n"
+        "    res = codebook.fsm_state_steering(model, fsm, n_pairs=20, n_samples=5, prompt_states=6, positions=mode)\n"
+        "    print(f'{mode:10s} success {res.success_rate:.2f} (unsteered {res.baseline_success:.2f}), '\n"
+        "          f'normalised JS {res.normalized_js:.2f}')\n"
+        "res.plot()\n"
+        "plt.show()"
+    ),
+    new_markdown_cell("## 7. Save and load\n\nsafetensors + JSON with a version stamp; loading checks the model "
+                      "shape."),
+    new_code_cell(
+        "codebook.save_codebooks(cbs, 'tokfsm_codebooks')\n"
+        "codebook.detach(model)\n"
+        "cbs = codebook.load_codebooks(model, 'tokfsm_codebooks')\n"
+        "print(cbs.sites)"
+    ),
+    new_markdown_cell(
+        "## The same calls on a pretrained model (not run here)\n\n"
+        "Tutorials never download. With GPT-2 in the Hugging Face cache, topic steering looks like this:\n\n"
+        "```python\n"
+        "from transformer_lens.model_bridge import TransformerBridge\n"
+        "gpt2 = TransformerBridge.boot_transformers('gpt2')\n"
+        "sites = codebook.site_names(gpt2, ['attn_z'])                       # 12 layers x 12 heads\n"
+        "cbs = codebook.attach(gpt2, sites, codebook.CodebookConfig(n_codes=10_000, k=8))\n"
+        "batches = [gpt2.to_tokens(texts) for texts in corpus_batches]\n"
+        "codebook.init_codebooks(gpt2, cbs, batches[:4])\n"
+        "codebook.train(gpt2, cbs, batches, codebook.TrainConfig(steps=5000, lr_model=0, freeze_model=True))\n"
+        "# codes that fire on a topic, found by a regex over the decoded tokens\n"
+        "res = codebook.search_by_regex(gpt2, batches[0], lambda t: gpt2.tokenizer.decode([t]), r' (dragon|wizard)')\n"
+        "m = res.matches[0]\n"
+        "with codebook.force_codes(gpt2, m.site, [m.code], groups=[m.group], mode='append'):\n"
+        "    out = codebook.generate_with_codes(gpt2, gpt2.to_tokens('Once upon a time'), 40)\n"
+        "print(gpt2.to_string(out[0]))\n"
+        "```"
+    ),
+]
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    nb = new_notebook(cells=CELLS, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    nbformat.write(nb, OUT / "04_codebook_features.ipynb")
+
+
+if __name__ == "__main__":
+    main()
