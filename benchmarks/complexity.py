@@ -39,7 +39,7 @@ LAYER_BETAS = [0.05, 0.1, 0.15, 0.2]
 SWEEP_BETAS = [0.02, 0.05, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3]
 CIFAR_BETAS = [0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2]  # collapses earlier than MNIST
 CAP_BETA = 0.5
-CAP_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+CAP_RATIOS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 COMMAND = "nice -n 10 .venv/bin/python benchmarks/complexity.py"
 
 
