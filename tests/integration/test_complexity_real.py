@@ -105,3 +105,25 @@ def test_cli_rejects_bad_beta(data_root, capsys):
     assert main(["complexity", "measure", "--onnx", str(onnx), "--beta", "1.5", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: beta must be a number in the open interval (0, 1)")
+
+
+def test_nhwc_onnx_network_flatten_blocks_are_exact(data_root):
+    """marabou cifar10_small: conv -> transpose to NHWC -> reshape -> MatMul. Channel c of conv_1 feeds the
+    columns c, c + 16, c + 32, ... of matmul_0; duplicates planted that way must merge exactly."""
+    net = load_vnncomp("cifar10-small", root=data_root)
+    mods = dict(net.named_modules())
+    conv, fc = mods["conv_1"], mods["matmul_0"]
+    c, k = conv.out_channels, 4
+    with torch.no_grad():
+        conv.weight[k : 2 * k] = conv.weight[:k]
+        conv.bias[k : 2 * k] = conv.bias[:k]
+        for f in range(k):
+            fc.weight[:, f::c] /= 2
+            fc.weight[:, f + k :: c] = fc.weight[:, f::c]
+    x = data.load_cifar10("test", root=data_root).subset(200).tensors()[0]
+    rep = complexity.measure(net, beta=1e-6)
+    assert [cl for cl in rep.groups[1].merged_groups if len(cl) == 2][:k] == [[f, f + k] for f in range(k)]
+    assert rep.reshapes == ["reshape_0"]
+    with torch.no_grad():
+        y0, y1 = net(x), rep.merged_model(x)
+    assert float((y1 - y0).norm() / y0.norm()) <= 1e-5
