@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_data_check)
 
     train = sub.add_parser("train", help="train (or load from the cache) a reference model")
-    train.add_argument("name", help="mnist-mlp, mnist-cnn or cifar10-cnn")
+    train.add_argument("name", help="mnist-mlp, mnist-cnn, cifar10-cnn or cifar10-vgg")
     train.add_argument("--root", default=None, help="data root")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="cpu")

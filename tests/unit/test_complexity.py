@@ -306,6 +306,24 @@ def test_merged_output_shape_always_equals_original(rule, beta):
             assert rep.merged_model(x).shape == model(x).shape
 
 
+@pytest.mark.parametrize("name,shape,widths", [
+    ("mnist-mlp", (1, 28, 28), [256, 256]),
+    ("mnist-cnn", (1, 28, 28), [16, 32, 100]),
+    ("cifar10-cnn", (3, 32, 32), [32, 64, 64, 128, 128, 128]),
+    ("cifar10-vgg", (3, 32, 32), [32, 64, 64, 128, 128, 128]),
+])
+def test_reference_architectures_are_grouped_and_merged(name, shape, widths):
+    from probe.models import build_reference
+
+    model = build_reference(name).eval()  # untrained weights: structure only (Normalize first, BN, pooling)
+    rep = complexity.measure(model, beta=0.95, max_ratio=0.25, input_shape=shape)
+    assert [g.width for g in rep.groups] == widths
+    assert [g.complexity for g in rep.groups] == [w - w // 4 for w in widths]
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        assert rep.merged_model(x).shape == model(x).shape == (2, 10)
+
+
 def test_output_shape_guard_raises_on_a_mismatch():
     with pytest.raises(ModelError, match="output shape"):
         check_output_shape((3,), nn.Linear(4, 2), torch.zeros(1, 4))
