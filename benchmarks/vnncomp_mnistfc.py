@@ -8,6 +8,7 @@ RESULTS.md is rewritten after every instance, so a partial run counts. Rerunning
 ``--rerun`` drops the selected networks' rows first.
 
 Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256x2] [--timeout-scale 1] [--rerun]
+     [--reverse --part b]   (a second process working from the other end, into its own CSV)
 """
 
 from __future__ import annotations
@@ -41,8 +42,19 @@ def consensus(root: Path) -> dict[tuple[str, str], str]:
     return out
 
 
-def _csv(solver: str, net: str) -> Path:
-    return RESULTS / f"mnistfc_{solver}_{net}.csv"
+def _csv(solver: str, net: str, part: str = "") -> Path:
+    return RESULTS / f"mnistfc_{solver}_{net}{'_' + part if part else ''}.csv"
+
+
+def _rows(solver: str, net: str) -> list[dict[str, str]]:
+    """Every finished row of ``net``, from its CSV and the CSVs of parallel parts (first row per instance)."""
+    out, seen = [], set()
+    for path in [_csv(solver, net), *sorted(RESULTS.glob(f"mnistfc_{solver}_{net}_*.csv"))]:
+        for row in read_results(path):
+            if (row["onnx"], row["vnnlib"]) not in seen:
+                seen.add((row["onnx"], row["vnnlib"]))
+                out.append(row)
+    return out
 
 
 def summarise(solver: str, instances: list[list[str]], truth: dict, command: str) -> None:
@@ -50,7 +62,7 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
     table = []
     for net in sorted({onnx for onnx, _, _ in instances}):
         short = net.removeprefix("mnist-net_").removesuffix(".onnx")
-        mine = read_results(_csv(solver, short))
+        mine = _rows(solver, short)
         if not mine:
             continue
         solved = [r for r in mine if r["result"] in ("sat", "unsat")]
@@ -88,6 +100,10 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=["256x2", "256x4", "256x6"])
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--rerun", action="store_true", help="drop the selected networks' rows first")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from the CSVs, run nothing")
+    parser.add_argument("--reverse", action="store_true", help="run the instances in reverse order")
+    parser.add_argument("--part", default="", help="write to mnistfc_<solver>_<network>_<part>.csv (a second "
+                        "process on the same network, e.g. with --reverse; instances done by either are skipped)")
     args = parser.parse_args()
     TIMEOUT_SCALE[0] = args.timeout_scale
     command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
@@ -98,19 +114,20 @@ def main() -> None:
     with (bench / "mnistfc_instances.csv").open(newline="") as fh:
         instances = [r for r in csv.reader(fh) if r]
     for net in args.networks:
-        if args.rerun and _csv(args.solver, net).exists():
-            _csv(args.solver, net).unlink()
-    for onnx_name, vnnlib_name, timeout in instances:
+        for path in [_csv(args.solver, net), *RESULTS.glob(f"mnistfc_{args.solver}_{net}_*.csv")]:
+            if args.rerun and path.exists():
+                path.unlink()
+    for onnx_name, vnnlib_name, timeout in (reversed(instances) if args.reverse else instances):
         net = next((n for n in args.networks if f"_{n}." in onnx_name), None)
-        if net is None:
+        if net is None or args.summary_only:
             continue
-        rows = read_results(_csv(args.solver, net))
-        if (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"]) for r in rows}:
+        if (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"]) for r in _rows(args.solver, net)}:
             continue
         limit = float(timeout) * args.timeout_scale
         res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
-        rows.append(result_row(onnx_name, vnnlib_name, limit, res, args.solver))
-        write_results(_csv(args.solver, net), rows)
+        rows = [*read_results(_csv(args.solver, net, args.part)),
+                result_row(onnx_name, vnnlib_name, limit, res, args.solver)]
+        write_results(_csv(args.solver, net, args.part), rows)
         seconds = float(rows[-1]["seconds"])
         expected = truth.get((onnx_name, vnnlib_name), "?")
         print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
