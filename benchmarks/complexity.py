@@ -9,6 +9,8 @@ layers  Feature complexity per layer of every subject (mnist-mlp, mnist-cnn, cif
         at beta in {0.05, 0.1, 0.15, 0.2}.
 sweep   The beta sweep (no fine-tuning, max_ratio=1) on each subject: test accuracy, parameters and FLOPs kept,
         feature complexity, merge time; the time of the whole sweep.
+speed   Median of 3 `measure` calls (beta=0.5, max_ratio=0.5) with the incremental distance updates versus
+        recomputing every group's distance matrix after each merge (same merges, checked).
 cap     The max_ratio sweep at beta=0.5 (every layer merges its closest pairs until the cap): test accuracy,
         parameters and FLOPs removed, no fine-tuning.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -231,6 +234,46 @@ def part_cap(args) -> None:
     })
 
 
+def _median_measure(model: nn.Module, repeats: int = 3) -> tuple[float, dict]:
+    times, rep = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rep = complexity.measure(model, beta=0.5, max_ratio=0.5)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), rep.complexity
+
+
+def part_speed(args) -> None:
+    import probe._complexity_merge as merge_mod
+
+    rows = []
+    original = merge_mod.Merger.merge
+
+    def full_recompute(self, g, i, j):
+        original(self, g, i, j)
+        for h in self.mergeable:
+            self.D[h] = merge_mod.pairwise_sq(self.vectors(h))
+
+    for name in args.subjects:
+        model = _subject(name)
+        fast, c_fast = _median_measure(model)
+        merge_mod.Merger.merge = full_recompute
+        try:
+            slow, c_slow = _median_measure(model)
+        finally:
+            merge_mod.Merger.merge = original
+        rows.append({"subject": name, "incremental s": f"{fast:.2f}", "full recompute s": f"{slow:.2f}",
+                     "speed-up": f"{slow / fast:.1f}x", "same result": c_fast == c_slow,
+                     "complexity": " ".join(str(v) for v in c_fast.values())})
+        print(rows[-1], flush=True)
+    write_result("complexity_speed", f"{COMMAND} --parts speed --subjects {' '.join(args.subjects)}", {
+        "title": "Merging speed: incremental distance updates versus full recomputation",
+        "notes": ["Whole measure() call (graph analysis, merging, building the merged model, FLOP count), "
+                  "median of 3, beta=0.5, max_ratio=0.5; machine shared with other jobs."],
+        "tables": [{"caption": "seconds per measure()", "columns": list(rows[0]), "rows": rows}],
+    })
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", nargs="+", default=["dup", "layers", "sweep", "cap"])
@@ -239,7 +282,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     for part in args.parts:
-        {"dup": part_dup, "layers": part_layers, "sweep": part_sweep, "cap": part_cap}[part](args)
+        {"dup": part_dup, "layers": part_layers, "sweep": part_sweep, "cap": part_cap,
+         "speed": part_speed}[part](args)
 
 
 if __name__ == "__main__":
