@@ -40,6 +40,9 @@ from probe._moe_partition import (
 
 METHODS = ["activations", "graph", "weights", "random"]
 FRACTIONS = (0.125, 0.25, 0.5)
+N_TRANSITION_SAMPLES = 64
+TRANSITION_SETTINGS = [("activations", "avg_k"), ("activations", "similarity"), ("graph", "avg_k"),
+                       ("random", "avg_k")]
 
 
 def _median_time(fn, repeats: int) -> tuple[float, list[float]]:
@@ -110,7 +113,7 @@ def _subject(name: str):
     held = list(torch.split(fsm.sample(128, seed=200)[:, :128], 32))
 
     def transitions(m) -> float:
-        return evaluate(m, fsm, n_samples=128, seed=3).transition_accuracy
+        return evaluate(m, fsm, n_samples=N_TRANSITION_SAMPLES, seed=3).transition_accuracy
 
     return model, fit, held, 32, transitions
 
@@ -161,12 +164,11 @@ def subject_figures(name: str) -> dict:
     if extra is not None:  # TokFSM transition accuracy of generated sequences, dense vs 25% of experts
         base = extra(model)
         extra_rows.append({"setting": "dense", "transition accuracy": f"{base:.4f}", "share of dense": "100%"})
-        for meth in ("activations", "graph", "random"):
-            for router in ("avg_k", "similarity"):
-                with moe.moe_form(model, rep.partitions[meth], top_k=k, router=router):
-                    val = extra(model)
-                extra_rows.append({"setting": f"{meth} / {router}, top-{k} of {e} experts, all layers",
-                                   "transition accuracy": f"{val:.4f}", "share of dense": f"{val / base:.1%}"})
+        for meth, router in TRANSITION_SETTINGS:
+            with moe.moe_form(model, rep.partitions[meth], top_k=k, router=router):
+                val = extra(model)
+            extra_rows.append({"setting": f"{meth} / {router}, top-{k} of {e} experts, all layers",
+                               "transition accuracy": f"{val:.4f}", "share of dense": f"{val / base:.1%}"})
     return {"report": rep, "seconds": seconds, "cov_rows": cov_rows, "task_rows": task_rows,
             "layer_rows": layer_rows, "extra_rows": extra_rows, "dense": dense}
 
@@ -223,12 +225,13 @@ def main() -> None:
              "columns": list(res["layer_rows"][0]), "rows": res["layer_rows"]},
         ]
         if res["extra_rows"]:
-            tables.append({"caption": "TokFSM transition accuracy of generated sequences (128 samples)",
+            tables.append({"caption": f"TokFSM transition accuracy of generated sequences ({N_TRANSITION_SAMPLES} "
+                           "samples, codebook.tokfsm.evaluate)",
                            "columns": list(res["extra_rows"][0]), "rows": res["extra_rows"]})
         write_result(f"moe_{part}", command.replace(" ".join(args.parts), part),
                      {"title": f"Emergent MoE on {part}", "notes": notes, "tables": tables,
                       "raw": {"metrics": rep.metrics, "task": rep.task}})
-        print(part, notes)
+        print(part, notes, flush=True)
 
 
 if __name__ == "__main__":
