@@ -31,7 +31,7 @@ CELLS = [
         "torch.manual_seed(0)\n"
         "model = train_reference('mnist-mlp', seed=0, verbose=False)   # 784-256-256-10 ReLU, cached\n"
         "fit = data.make_loader(data.load_mnist('train').subset(4096), batch_size=1024)\n"
-        "test = data.make_loader(data.load_mnist('test').subset(5000), batch_size=1000)\n"
+        "test = data.make_loader(data.load_mnist('test').subset(2000), batch_size=1000)\n"
         "print({name: site.d_ff for name, site in moe.find_ffns(model).items()})  # Linear-ReLU-Linear blocks"
     ),
     new_markdown_cell(
@@ -44,7 +44,7 @@ CELLS = [
     ),
     new_code_cell(
         "report = moe.detect(model, fit, n_experts=16, method=['activations', 'graph', 'weights', 'random'],\n"
-        "                    eval_loader=test, n_random=5, fractions=(0.25, 0.5), routers=('oracle', 'avg_k'),\n"
+        "                    eval_loader=test, n_random=3, fractions=(0.25, 0.5), routers=('oracle', 'avg_k'),\n"
         "                    verbose=False)\n"
         "for row in report.table():\n"
         "    print(f\"layer {row['layer']}  {row['method']:<12} coverage@top-{report.top_k} {row['coverage']:.3f}  \"\n"
@@ -90,17 +90,17 @@ CELLS = [
         "On TransformerLens models the FFN layers are `blocks.L.mlp` (hooks `blocks.L.mlp.hook_pre` / "
         "`hook_post`). GELU works too: an expert's score is the sum of its neurons' *positive* post-activations; "
         "the small negative GELU outputs carry no mass (the report gives their share as `negative_mass_share`). "
-        "We train a small GELU model for a few hundred steps here; the benchmark uses the project's full 4-layer "
+        "We train a small GELU model for 100 steps here; the benchmark uses the project's full 4-layer "
         "models (`codebook.tokfsm.pretrained('relu' | 'gelu')`)."
     ),
     new_code_cell(
         "from codebook.tokfsm import TokFSM, make_model, train_model\n\n"
         "fsm = TokFSM()\n"
         "lm = make_model('gelu', n_layers=2, d_model=64, d_mlp=256, n_heads=2, seed=0)\n"
-        "train_model(lm, fsm, steps=150, batch_size=32, verbose=False)\n"
+        "train_model(lm, fsm, steps=100, batch_size=32, verbose=False)\n"
         "tokens = fsm.sample(48, seed=100)[:, :128]\n"
         "fit_tok, held_tok = list(torch.split(tokens[:32], 16)), [tokens[32:]]\n"
-        "lm_report = moe.detect(lm, fit_tok, n_experts=16, method=['activations', 'graph', 'random'],\n"
+        "lm_report = moe.detect(lm, fit_tok, n_experts=16, method=['activations', 'random'],\n"
         "                       eval_loader=held_tok, routers=('avg_k', 'similarity'), fractions=(0.25, 0.5),\n"
         "                       verbose=False)\n"
         "for row in lm_report.table():\n"
