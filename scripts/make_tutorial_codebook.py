@@ -30,15 +30,17 @@ CELLS = [
         "import codebook\n"
         "from codebook.tokfsm import TokFSM, TokFSMConfig, evaluate, lm_loss, make_model, train_model\n\n"
         "torch.manual_seed(0)\n"
-        "fsm = TokFSM(TokFSMConfig(seq_states=16))   # the paper's FSM (100 states, 10 edges), shorter sequences\n"
+        "torch.set_num_threads(1)   # tiny models: one thread is much faster on a small, busy CPU\n"
+        "# The paper's FSM has 100 states with 10 successors each (TokFSM()); a smaller one learns in a CPU minute.\n"
+        "fsm = TokFSM(TokFSMConfig(n_states=30, n_edges=5, seq_states=16))\n"
         "print(fsm.sample(1, seed=0)[0].tolist())     # BOS=10, then two digits per state"
     ),
     new_markdown_cell("## 1. A small TokFSM transformer\n\nThe paper's model has 4 layers and d_model 128 "
                       "(`codebook.tokfsm.pretrained()` trains and caches it); here 2 layers and d_model 64."),
     new_code_cell(
         "model = make_model('gelu', seed=0, n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128)\n"
-        "train_model(model, fsm, steps=300, batch_size=32, lr=3e-3, verbose=False)\n"
-        "base = evaluate(model, fsm, n_samples=32, seed=1)\n"
+        "train_model(model, fsm, steps=400, batch_size=32, lr=3e-3, verbose=False)\n"
+        "base = evaluate(model, fsm, n_samples=24, seed=1)\n"
         "print(base)"
     ),
     new_markdown_cell(
@@ -49,11 +51,11 @@ CELLS = [
     ),
     new_code_cell(
         "sites = codebook.site_names(model, ['attn_z', 'mlp_out'])\n"
-        "config = codebook.CodebookConfig(n_codes=256, k=1, similarity='cosine', commitment=0.25, dead_code_every=20)\n"
+        "config = codebook.CodebookConfig(n_codes=128, k=1, similarity='cosine', commitment=0.25, dead_code_every=20)\n"
         "cbs = codebook.attach(model, sites, config)\n"
         "codebook.init_codebooks(model, cbs, [fsm.sample(64, seed=7)[:, :-1]])   # k-means on real activations\n"
         "print(len(cbs), 'codebooks at', cbs.sites)\n"
-        "print('with fresh codebooks:', evaluate(model, fsm, n_samples=32, seed=1).transition_accuracy)"
+        "print('with fresh codebooks:', evaluate(model, fsm, n_samples=24, seed=1).transition_accuracy)"
     ),
     new_markdown_cell("## 3. Fine-tune model and codebooks jointly\n\nAdamW with separate learning rates; dead "
                       "codes (unused since the last replacement) are re-seeded from recent activations every "
@@ -63,7 +65,7 @@ CELLS = [
         "                                 lr_schedule='cosine', check_every=25)\n"
         "result = codebook.train(model, cbs, lambda step: fsm.sample(32, seed=1000 + step), train_cfg,\n"
         "                        loss_fn=lm_loss, verbose=False)\n"
-        "after = evaluate(model, fsm, n_samples=32, seed=1)\n"
+        "after = evaluate(model, fsm, n_samples=24, seed=1)\n"
         "print('transition accuracy', round(base.transition_accuracy, 4), '->', round(after.transition_accuracy, 4))\n"
         "held_out = [fsm.sample(128, seed=99)[:, :-1]]\n"
         "for site, m in codebook.codebook_metrics(model, cbs, held_out).items():\n"
@@ -78,7 +80,7 @@ CELLS = [
         "single MLP neuron thresholded at the same recall."
     ),
     new_code_cell(
-        "tokens = fsm.sample(128, seed=5)[:, :-1]\n"
+        "tokens = fsm.sample(64, seed=5)[:, :-1]\n"
         "digit = fsm.digit_index(tokens)\n"
         "labels = torch.where(digit == 1, fsm.state_ids(tokens), torch.full_like(tokens, -1))\n"
         "search = codebook.search_by_labels(model, tokens, labels, mask=digit >= 0)\n"
@@ -112,7 +114,7 @@ CELLS = [
     ),
     new_code_cell(
         "for mode in ('last', 'transition'):\n"
-        "    res = codebook.fsm_state_steering(model, fsm, n_pairs=20, n_samples=5, prompt_states=6, positions=mode)\n"
+        "    res = codebook.fsm_state_steering(model, fsm, n_pairs=16, n_samples=4, prompt_states=6, positions=mode)\n"
         "    print(f'{mode:10s} success {res.success_rate:.2f} (unsteered {res.baseline_success:.2f}), '\n"
         "          f'normalised JS {res.normalized_js:.2f}')\n"
         "res.plot()\n"

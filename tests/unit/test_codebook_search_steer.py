@@ -144,3 +144,10 @@ def test_cli_steer_on_a_saved_run(tmp_path, capsys):
     assert main(["codebook", "steer", str(tmp_path), "--pairs", "2", "--samples", "2", "--prompt-states", "2"]) == 0
     assert "success_rate" in capsys.readouterr().out
     assert main(["codebook", "steer", str(tmp_path / "missing")]) == 1
+
+
+def test_cli_parser_has_codebook_commands():
+    from probe.cli import build_parser
+
+    args = build_parser().parse_args(["codebook", "train-tokfsm", "--out", "x", "--n-codes", "64", "--steps", "3"])
+    assert (args.n_codes, args.steps, args.sites, args.k) == (64, 3, "attn_z,mlp_out", 1)
