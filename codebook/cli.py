@@ -58,10 +58,11 @@ def _cmd_train_tokfsm(args: argparse.Namespace) -> int:
     base = evaluate(model, fsm, n_samples=args.eval_samples, seed=1)
     kinds = [k.strip() for k in args.sites.split(",") if k.strip()]
     sites = site_names(model, kinds)
-    cfg = CodebookConfig(n_codes=args.n_codes, k=args.k, similarity=args.similarity,
+    cfg = CodebookConfig(n_codes=args.n_codes, k=args.k, similarity=args.similarity, commitment=args.commitment,
                          dead_code_every=args.dead_code_every)
     tcfg = TrainConfig(steps=args.steps, lr_codebook=args.lr_codebook, lr_model=args.lr_model,
-                       freeze_model=args.freeze_model, seed=args.seed)
+                       freeze_model=args.freeze_model, warmup_steps=min(100, args.steps // 4), lr_schedule="cosine",
+                       seed=args.seed)
     cbs, result = fit_tokfsm(model, fsm, sites, cfg, tcfg, batch_size=args.batch_size, seed=args.seed,
                              checkpoint_dir=Path(args.out) / "checkpoint", resume=True, verbose=not args.quiet)
     after = evaluate(model, fsm, n_samples=args.eval_samples, seed=1)
@@ -86,7 +87,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     model, _ = load_tokfsm_run(args.run, device=args.device)
     sites = None if not args.sites else [s.strip() for s in args.sites.split(",") if s.strip()]
     res = fsm_state_steering(model, TokFSM(), n_pairs=args.pairs, n_samples=args.samples, sites=sites,
-                             seed=args.seed, prompt_states=args.prompt_states)
+                             seed=args.seed, prompt_states=args.prompt_states, positions=args.positions)
     if args.json:
         res.save(args.json)
     print(json.dumps({k: v for k, v in res.__dict__.items() if k not in ("per_pair_success", "sites")}, indent=2))
@@ -106,7 +107,8 @@ def add_codebook_commands(sub: Any) -> None:
     tr.add_argument("--n-codes", type=int, default=10_000)
     tr.add_argument("--k", type=int, default=1)
     tr.add_argument("--similarity", default="cosine", choices=["cosine", "inner", "l2"])
-    tr.add_argument("--dead-code-every", type=int, default=100)
+    tr.add_argument("--dead-code-every", type=int, default=25)
+    tr.add_argument("--commitment", type=float, default=0.25, help="weight of MSE(input, stop-grad(codes))")
     tr.add_argument("--steps", type=int, default=1000)
     tr.add_argument("--batch-size", type=int, default=128)
     tr.add_argument("--lr-codebook", type=float, default=1e-3)
@@ -124,6 +126,8 @@ def add_codebook_commands(sub: Any) -> None:
     st.add_argument("--samples", type=int, default=20)
     st.add_argument("--prompt-states", type=int, default=8)
     st.add_argument("--sites", default="", help="comma-separated codebook sites to patch (default: all)")
+    st.add_argument("--positions", default="last", choices=["last", "state", "transition"],
+                    help="patch the last token, both tokens of the state, or the last token and the generated digit")
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--json", default=None, help="also write the SteeringResult here")
     st.set_defaults(func=_cmd_steer)
