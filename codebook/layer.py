@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 SIMILARITIES = ("cosine", "inner", "l2")
 REDUCTIONS = ("mean", "sum")
 _KMEANSPP_MAX = 1024  # k-means++ seeding up to this many codes, distinct random samples above
-_CHUNK_SCORES = 1 << 28  # at most this many scores exist at once (1 GiB in float32, 512 MiB in float16)
+_CHUNK_BYTES = 2 << 30  # the score tensor of one chunk takes at most 2 GiB
 
 
 @dataclass
@@ -245,10 +245,10 @@ class CodebookLayer(nn.Module):
 
     @torch.no_grad()
     def select(self, x: torch.Tensor) -> torch.Tensor:
-        """Top-k code ids ``[N, G, k]`` of inputs ``[N, G, d]``, computed in chunks of bounded memory."""
+        """Top-k code ids ``[N, G, k]`` of inputs ``[N, G, d]``, computed in chunks of at most 2 GiB of scores."""
         n, k = x.shape[0], self.config.k
         c = self._prepared_codes()
-        step = max(1, _CHUNK_SCORES // max(1, self.n_groups * self.n_codes))
+        step = max(1, _CHUNK_BYTES // (c.element_size() * max(1, self.n_groups * self.n_codes)))
         out = []
         for start in range(0, n, step):
             s = self.scores(x[start:start + step], c)
@@ -436,13 +436,13 @@ class CodebookLayer(nn.Module):
 @torch.no_grad()
 def _assign(x: torch.Tensor, cent: torch.Tensor, cosine: bool) -> torch.Tensor:
     """Nearest centroid ``[G, N]`` of ``x`` ``[G, N, d]`` among ``cent`` ``[G, C, d]``: by cosine (spherical
-    k-means) or by Euclidean distance, in chunks of bounded memory."""
+    k-means) or by Euclidean distance, in chunks of at most 2 GiB of scores."""
     g, n, _ = x.shape
     c = cent.shape[1]
     if cosine:
         x, cent = nn.functional.normalize(x, dim=-1), nn.functional.normalize(cent, dim=-1)
     sq = (cent * cent).sum(-1).unsqueeze(1)
-    step = max(1, _CHUNK_SCORES // max(1, g * c))
+    step = max(1, _CHUNK_BYTES // (x.element_size() * max(1, g * c)))
     out = []
     for start in range(0, n, step):
         s = torch.bmm(x[:, start:start + step], cent.transpose(1, 2))
