@@ -234,6 +234,8 @@ def main() -> None:
          "value": f"{search.neuron_average_precision:.4f}", "target": "", "paper": "0.705"},
         {"figure": "share of states whose code beats the best neuron", "value": f"{search.share_beating_neuron:.4f}",
          "target": "", "paper": ""},
+        {"figure": "share of states whose code is at least as precise as the best neuron",
+         "value": f"{search.share_matching_neuron:.4f}", "target": "", "paper": ""},
         {"figure": "state steering success, all-layer code patching at the last token",
          "value": f"{steer.success_rate:.4f}", "target": ">= 0.95", "paper": "no success rate"},
         {"figure": "normalised JS divergence after last-token steering (0 = target distribution)",

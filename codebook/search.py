@@ -151,11 +151,17 @@ class LabelSearchResult:
         vals = [m.precision > m.neuron_precision for m in self.matches if not math.isnan(m.neuron_precision)]
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
+    @property
+    def share_matching_neuron(self) -> float:
+        """Share of classes whose best code is at least as precise as the best neuron at matched recall."""
+        vals = [m.precision >= m.neuron_precision for m in self.matches if not math.isnan(m.neuron_precision)]
+        return float(sum(vals) / len(vals)) if vals else float("nan")
+
     def summary(self) -> dict[str, float]:
         """The headline numbers."""
         return {"classes": len(self.matches), "average_precision": self.average_precision,
                 "average_recall": self.average_recall, "neuron_average_precision": self.neuron_average_precision,
-                "share_beating_neuron": self.share_beating_neuron}
+                "share_beating_neuron": self.share_beating_neuron, "share_matching_neuron": self.share_matching_neuron}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Version-stamped JSON."""
