@@ -13,6 +13,7 @@ O(d_ff * E) pass; a greedy start and warm starts across k-means iterations keep 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -195,23 +196,45 @@ def weight_partition(w_in: np.ndarray, n_experts: int, seed: int) -> np.ndarray:
     return balanced_kmeans(_unit_rows(w_in), n_experts, seed)
 
 
+@contextmanager
+def _one_thread():
+    """Small LAPACK calls (QR, SVD, eigh of ~100 x 100) run far faster on one thread: on a loaded machine
+    multi-threaded LAPACK spends its time waiting for busy cores. The thread counts are restored on exit."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _reduce(profiles: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """Rows projected on their top ``dim`` principal directions (randomised SVD) when wider than ``dim``."""
+    """Rows projected on their top ``dim`` principal directions when wider than ``dim``: exact thin SVD for
+    few rows, else a seeded randomised range finder (one power iteration, float32)."""
     if profiles.shape[1] <= dim:
         return profiles
     import torch
 
-    if profiles.shape[0] <= 2 * dim:  # few rows: the exact thin SVD is cheap
-        u, s, _ = torch.linalg.svd(torch.from_numpy(profiles), full_matrices=False)
+    p = torch.from_numpy(np.ascontiguousarray(profiles, dtype=np.float32))
+    if p.shape[0] <= 2 * dim:  # few rows: the exact thin SVD is cheap
+        with _one_thread():
+            u, s, _ = torch.linalg.svd(p, full_matrices=False)
         return (u * s).numpy()[:, :dim]
-
-    gen_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        u, s, _ = torch.svd_lowrank(torch.from_numpy(profiles).float(), q=dim, niter=2)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return (u * s).double().numpy()
+    gen = torch.Generator().manual_seed(seed)
+    y = p @ torch.randn(p.shape[1], dim + 10, generator=gen)
+    with _one_thread():
+        q, _ = torch.linalg.qr(y)
+    y = p @ (p.T @ q)  # one power iteration sharpens the top directions
+    with _one_thread():
+        q, _ = torch.linalg.qr(y)
+    b = q.T @ p
+    with _one_thread():
+        u_b, s, _ = torch.linalg.svd(b, full_matrices=False)
+    return ((q @ u_b[:, :dim]) * s[:dim]).numpy()
 
 
 def activation_partition(acts_pos: np.ndarray, n_experts: int, seed: int, dim: int = 128) -> np.ndarray:
@@ -220,7 +243,7 @@ def activation_partition(acts_pos: np.ndarray, n_experts: int, seed: int, dim: i
     Args:
         acts_pos: (tokens, d_ff) positive parts of the post-activations.
     """
-    prof = _unit_rows(acts_pos.T.astype(np.float64))
+    prof = _unit_rows(np.ascontiguousarray(acts_pos.T, dtype=np.float32))
     return balanced_kmeans(_unit_rows(_reduce(prof, dim, seed)), n_experts, seed)
 
 
@@ -271,11 +294,12 @@ def graph_partition(graph, n_experts: int, seed: int) -> np.ndarray:
     inv = sp.diags(1.0 / np.sqrt(deg))
     norm_adj = inv @ adj @ inv
     dim = min(n_experts, d - 1)
-    if d <= 600 or dim >= d - 1:
-        dense = norm_adj.toarray() + 1e-6 * np.outer(1 / np.sqrt(deg), 1 / np.sqrt(deg))
-        _, vecs = np.linalg.eigh(dense)
-        emb = vecs[:, -dim:]
-    else:
-        v0 = np.random.default_rng(seed).standard_normal(d)
-        _, emb = eigsh(norm_adj, k=dim, which="LA", v0=v0)
+    with _one_thread():
+        if d <= 600 or dim >= d - 1:
+            dense = norm_adj.toarray() + 1e-6 * np.outer(1 / np.sqrt(deg), 1 / np.sqrt(deg))
+            _, vecs = np.linalg.eigh(dense)
+            emb = vecs[:, -dim:]
+        else:
+            v0 = np.random.default_rng(seed).standard_normal(d)
+            _, emb = eigsh(norm_adj, k=dim, which="LA", v0=v0)
     return balanced_kmeans(_unit_rows(emb), n_experts, seed)
