@@ -183,7 +183,7 @@ REFERENCE_MODELS: dict[str, tuple[Any, TrainSettings]] = {
     "cifar10-vgg": (
         _cifar10_vgg,
         TrainSettings(
-            "cifar10", epochs=2, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1, augment=True
+            "cifar10", epochs=6, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1, augment=True
         ),
     ),
 }
