@@ -5,12 +5,8 @@ Run: .venv/bin/python scripts/make_tutorial_complexity.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parent.parent / "tutorials"
+from _notebooks import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 CELLS = [
     new_markdown_cell(
@@ -114,12 +110,7 @@ CELLS = [
 
 
 def main() -> None:
-    OUT.mkdir(exist_ok=True)
-    nb = new_notebook(cells=CELLS, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-    })
-    nbformat.write(nb, OUT / "06_feature_complexity.ipynb")
+    write_notebook(CELLS, "06_feature_complexity.ipynb")
 
 
 if __name__ == "__main__":

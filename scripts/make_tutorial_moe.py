@@ -5,12 +5,8 @@ Run: .venv/bin/python scripts/make_tutorial_moe.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parent.parent / "tutorials"
+from _notebooks import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 CELLS = [
     new_markdown_cell(
@@ -130,12 +126,7 @@ CELLS = [
 
 
 def main() -> None:
-    OUT.mkdir(exist_ok=True)
-    nb = new_notebook(cells=CELLS, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-    })
-    nbformat.write(nb, OUT / "05_emergent_moe.ipynb")
+    write_notebook(CELLS, "05_emergent_moe.ipynb")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,8 @@ Run: .venv/bin/python scripts/make_tutorials.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parent.parent / "tutorials"
+from _notebooks import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 GETTING_STARTED = [
     new_markdown_cell(
@@ -188,16 +184,9 @@ VERIFY = [
 
 
 def main() -> None:
-    OUT.mkdir(exist_ok=True)
-    nb = new_notebook(cells=GETTING_STARTED, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"},
-    })
-    nbformat.write(nb, OUT / "01_getting_started.ipynb")
-    nb = new_notebook(cells=NAP, metadata=nb.metadata)
-    nbformat.write(nb, OUT / "02_neural_activation_patterns.ipynb")
-    nb = new_notebook(cells=VERIFY, metadata=nb.metadata)
-    nbformat.write(nb, OUT / "03_verification.ipynb")
+    write_notebook(GETTING_STARTED, "01_getting_started.ipynb")
+    write_notebook(NAP, "02_neural_activation_patterns.ipynb")
+    write_notebook(VERIFY, "03_verification.ipynb")
 
 
 if __name__ == "__main__":
