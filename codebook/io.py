@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from codebook.layer import CodebookConfig
 from probe._io import FORMAT_VERSION, read_tensors, write_json, write_tensors
 from probe.errors import DataNotFoundError
 
-__all__ = ["load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
+__all__ = ["dataclass_from_dict", "load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
            "save_model_weights"]
 
 _FP_KEYS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn")
@@ -42,6 +43,12 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
     """The shape-defining config values of a TransformerLens model (for compatibility checks)."""
     cfg = getattr(model, "cfg", None)
     return {k: getattr(cfg, k, None) for k in _FP_KEYS} if cfg is not None else {}
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build the dataclass ``cls`` from ``data``, ignoring keys it has no field for (e.g. the ``kind`` stamp)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, UnknownHookError
-from codebook.io import read_json
+from codebook.io import dataclass_from_dict, read_json
 from probe._io import write_json
 
 __all__ = ["ClassMatch", "LabelSearchResult", "collect_activations", "collect_codes", "regex_labels",
@@ -172,8 +172,7 @@ class LabelSearchResult:
     def load(cls, path: str | os.PathLike[str]) -> LabelSearchResult:
         """Read a result written by :meth:`save`."""
         data = read_json(path)
-        names = {f.name for f in fields(ClassMatch)}
-        return cls([ClassMatch(**{k: v for k, v in m.items() if k in names}) for m in data["matches"]],
+        return cls([dataclass_from_dict(ClassMatch, m) for m in data["matches"]],
                    data["purity"], int(data["n_positions"]))
 
     def plot(self, ax: Any = None) -> Any:

@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -31,7 +31,7 @@ from torch import nn
 
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, CodeIdError
-from codebook.io import read_json
+from codebook.io import dataclass_from_dict, read_json
 from probe._io import write_json
 from probe.errors import InvalidParameterError
 
@@ -348,9 +348,7 @@ class SteeringResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SteeringResult:
         """Read a result written by :meth:`save`."""
-        data = read_json(path)
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return dataclass_from_dict(cls, read_json(path))
 
     def plot(self, ax: Any = None) -> Any:
         """Histogram of per-pair steering success."""

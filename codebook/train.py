@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ from torch import nn
 
 from codebook.attach import Codebooks
 from codebook.errors import CheckpointMismatchError, CodebookConfigError, NonFiniteActivationError
-from codebook.io import codebooks_state, load_codebooks_state, model_fingerprint, read_json
+from codebook.io import (
+    codebooks_state,
+    dataclass_from_dict,
+    load_codebooks_state,
+    model_fingerprint,
+    read_json,
+)
 from probe._io import read_tensors, write_json, write_tensors
 
 __all__ = ["CodebookMetrics", "TrainConfig", "TrainResult", "codebook_metrics", "init_codebooks",
@@ -249,9 +255,7 @@ class TrainResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainResult:
         """Read a result written by :meth:`save`."""
-        data = read_json(path)
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return dataclass_from_dict(cls, read_json(path))
 
     def plot(self, ax: Any = None) -> Any:
         """Task and codebook loss against step (matplotlib axes)."""
