@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from _common import write_result
+from _common import seed_model_cache, write_result
 
 from probe import data, moe
 from probe._moe_partition import (
@@ -106,6 +106,7 @@ def _subject(name: str):
     from codebook.tokfsm import TokFSM, evaluate, pretrained
 
     act = name.split("-", 1)[1]
+    seed_model_cache()
     model = pretrained(act, verbose=True)
     model.eval()
     fsm = TokFSM()
