@@ -120,7 +120,7 @@ def test_steering_with_out_of_range_code_is_an_error():
     with pytest.raises(CodeIdError, match="groups"):
         with force_codes(m, "blocks.0.attn.hook_z", [0], groups=[2]):
             pass
-    with pytest.raises(CodeIdError):
+    with pytest.raises(CodeIdError, match=r"must be in \[0, 6\)"):
         with patch_codes(m, {"blocks.0.hook_mlp_out": torch.full((1, 1, 1), 9)}, positions=0):
             pass
 

@@ -342,7 +342,7 @@ def test_report_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(back.merged_model(x), rep.merged_model(x))
     assert complexity.ComplexityReport.load(tmp_path / "r").merged_model is None
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"cannot read a feature-complexity report from .*missing"):
         complexity.ComplexityReport.load(tmp_path / "missing")
 
 

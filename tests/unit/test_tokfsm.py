@@ -144,10 +144,14 @@ def test_generate_shapes_and_greedy_is_deterministic():
     assert a.shape == (3, 6) and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_states=101), dict(n_edges=0), dict(n_edges=11, n_states=10),
-                                    dict(seq_states=1)])
-def test_bad_fsm_settings(kwargs):
-    with pytest.raises(InvalidParameterError):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(n_states=101), r"n_states must be in \[1, 100\].*got 101"),
+    (dict(n_edges=0), r"n_edges must be in \[1, n_states=100\]; got 0"),
+    (dict(n_edges=11, n_states=10), r"n_edges must be in \[1, n_states=10\]; got 11"),
+    (dict(seq_states=1), "seq_states must be >= 2; got 1"),
+])
+def test_bad_fsm_settings(kwargs, message):
+    with pytest.raises(InvalidParameterError, match=message):
         TokFSMConfig(**kwargs)
 
 
