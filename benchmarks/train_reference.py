@@ -3,7 +3,7 @@
 Targets (issue: foundation): mnist-mlp >= 98% test accuracy in <= 3 min; cifar10-cnn >= 75% in <= 20 min,
 on 2 CPU cores. Training time is the median of --repeats runs (same seed, so the same weights).
 
-Run: .venv/bin/python benchmarks/train_reference.py [--models mnist-mlp mnist-cnn cifar10-cnn] [--repeats 3]
+Run: .venv/bin/python benchmarks/train_reference.py [--models mnist-mlp mnist-cnn cifar10-cnn cifar10-vgg] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ from _common import write_result
 
 from probe.models import train_reference
 
-TARGETS = {"mnist-mlp": (0.98, 180), "mnist-cnn": (0.98, None), "cifar10-cnn": (0.75, 1200)}
+# (accuracy, seconds) targets of the issues; cifar10-vgg (the feature-complexity subject) has none.
+TARGETS = {"mnist-mlp": (0.98, 180), "mnist-cnn": (0.98, None), "cifar10-cnn": (0.75, 1200),
+           "cifar10-vgg": (None, None)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=list(TARGETS))
-    parser.add_argument("--repeats", type=int, default=3, help="runs per model (cifar10-cnn: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per model (cifar10 models: 1)")
     args = parser.parse_args()
     for name in args.models:
         runs = []
-        for _ in range(1 if name == "cifar10-cnn" else args.repeats):
+        for _ in range(1 if name.startswith("cifar10") else args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 model = train_reference(name, seed=0, cache_dir=tmp, verbose=False)
             runs.append(model.reference_info)
@@ -41,13 +43,14 @@ def main() -> None:
         row = {
             "model": name,
             "test accuracy": f"{acc:.4f}",
-            "target accuracy": acc_target,
+            "target accuracy": acc_target or "-",
             "train s (median)": f"{secs:.1f}",
             "target s": time_target or "-",
             "runs": len(runs),
             "epochs": runs[0]["settings"]["epochs"],
             "parameters": runs[0]["n_parameters"],
-            "met": "yes" if acc >= acc_target and (time_target is None or secs <= time_target) else "NO",
+            "met": "yes" if (acc_target is None or acc >= acc_target) and (time_target is None or secs <= time_target)
+            else "NO",
         }
         write_result(f"reference_{name}", f"python benchmarks/train_reference.py --models {name}", {
             "title": f"Reference model {name}: test accuracy and CPU training time",
