@@ -54,10 +54,12 @@ class MilpEncoding:
         spec: the property (its box and ``relu_states``; clauses are added per solve).
         bounds: per ReLU layer ``(lower, upper)`` pre-activation bounds valid on the box (and states).
         output_bounds: optional ``(lower, upper)`` of the network outputs, used to bound the slack variable.
+        strict_states: add ``z <= 0`` for every fixed-inactive neuron, even where its upper bound is already
+            ``<= 0`` (bounds that were clipped by the fixing itself, as in branch and bound, do not imply it).
     """
 
     def __init__(self, net, spec: Spec, bounds: list[tuple[np.ndarray, np.ndarray]],
-                 output_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 output_bounds: tuple[np.ndarray, np.ndarray] | None = None, strict_states: bool = False) -> None:
         self.net = net
         self.spec = spec
         self.prob = pulp.LpProblem("neurospec", pulp.LpMinimize)
@@ -85,7 +87,7 @@ class MilpEncoding:
                     layer.append(None)
                     continue
                 if inactive:
-                    if ina_fixed[j] and hi[j] > 0:
+                    if ina_fixed[j] and (hi[j] > 0 or strict_states):
                         self.prob += (self._row(w_live[j], live_vars, b[j]) <= 0, f"z{k}_{j}_off")
                         self.n_fixed += 1
                     layer.append(None)
