@@ -87,9 +87,9 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
         "notes": [f"Solver versions: {solver_versions()}; timeouts x{TIMEOUT_SCALE[0]} of the competition's; "
                   "time includes loading the network and reading the property. Per-instance rows: "
                   f"benchmarks/results/mnistfc_{solver}_<network>.csv.",
-                  "Timings from a 2-core machine shared with 4 other agents' jobs (load average "
-                  f"{load} when this summary was written), the benchmark itself under nice: slower than on "
-                  "an idle machine, and some timeouts may be instances an idle machine would solve."],
+                  f"Timings from a 2-core machine (load average {load} when this summary was written; "
+                  "two benchmark processes ran side by side, one per core): a busier machine is slower, "
+                  "and some timeouts may be instances an idle one would solve."],
         "tables": [{"columns": list(table[0]), "rows": table}] if table else [],
     })
 

@@ -7,6 +7,9 @@ Phases, all inside one wall-clock budget (``timeout`` seconds, every phase inclu
    empty; when every clause is, the property is ``verified`` without a MILP; for clauses still open,
    alpha-CROWN (relaxation slopes optimised by gradient ascent, ``alpha_share`` of the time) tightens the
    unstable neurons' bounds and then bounds the clauses again;
+2c. **bab** — branch and bound on ReLU splits (:mod:`verify.bab`): per open clause, domains bounded with
+   CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split on
+   the neuron with the largest relaxation share; ``bab_share`` of the time left;
 3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first with a short time limit
    per clause on the tightest bounds so far; clauses left open are retried, with all the time left, after LP
    tightening of the unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal slopes
@@ -98,7 +101,8 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
-           quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1) -> VerificationResult:
+           quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
+           bab_share: float = 0.8) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -112,6 +116,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
             most ``quick_cap`` s) on the CROWN bounds.
         alpha_share: share of the time left after CROWN that alpha-CROWN (optimised relaxation slopes, for
             the unstable neurons' bounds and then for the open clauses) may take; 0 skips it.
+        bab_share: share of the time left after alpha-CROWN that branch and bound on ReLU splits
+            (:mod:`verify.bab`) may take on the open clauses; clauses it leaves open go to the MILP. 0 skips it.
         lp_share: share of the time then left that LP tightening of unstable neurons may take before the
             clauses still open are retried.
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
@@ -211,6 +217,41 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
             return result("verified", "bounds")
         if time.perf_counter() > deadline:
             return result("timeout", message="time ran out computing alpha-CROWN bounds")
+
+    # 2c. branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain), clause by clause
+    if bab_share > 0 and any(spec.unsafe[i][0].size for i in open_clauses):
+        from verify.bab import bab_clause
+
+        tbab = time.perf_counter()
+        stop = tbab + bab_share * (deadline - tbab)
+        stats["bab"] = []
+        still = []
+        for n, i in enumerate(open_clauses):
+            if spec.unsafe[i][0].size == 0:
+                still.append(i)
+                continue
+            if time.perf_counter() >= stop:
+                still.extend(open_clauses[n:])
+                break
+            out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states,
+                             check=lambda x: _confirm(network, spec, x) is not None)
+            stats["bab"].append({"clause": i, "status": out.status, **out.stats})
+            if out.status == "falsified":
+                cex = _confirm(network, spec, out.x)
+                timings["bab"] = time.perf_counter() - tbab
+                if cex is not None:
+                    return result("falsified", "bab", cex)
+                still.append(i)
+            elif out.status != "verified":
+                still.extend(open_clauses[n:])
+                break
+        open_clauses = still
+        timings["bab"] = time.perf_counter() - tbab
+        stats["clauses_open_after_bab"] = len(open_clauses)
+        if not open_clauses:
+            return result("verified", "bab")
+        if time.perf_counter() > deadline:
+            return result("timeout", message="time ran out in branch and bound")
 
     # 3. MILP, clause by clause: first a short try on the bounds so far; clauses the solver cannot settle
     # quickly are retried after LP tightening of the unstable neurons (tighter big-M, fewer binaries).

@@ -2,7 +2,10 @@
 
 The loss of an input is ``min over unsafe clauses of max over its rows of (A @ y - b)``: it is <= 0 exactly
 when the output lies in some unsafe clause. PGD minimises it with signed-gradient steps projected onto the
-input box. Every candidate is only a candidate: :func:`verify.api.verify` re-checks it.
+input box. Two stages: 32 uniform starts on the overall loss; if they find nothing, a wider stage of 256
+starts, half at random vertices of the box and half uniform, each aimed at one clause in turn (its own loss,
+so that no clause's gradient hides another's), with larger steps that shrink on a cosine schedule. Every
+candidate is only a candidate: :func:`verify.api.verify` re-checks it.
 
 Example:
     >>> x = pgd_attack(net, spec, restarts=16, steps=40, seed=0, deadline=None)  # doctest: +SKIP
@@ -50,10 +53,20 @@ def pgd_attack(net, spec: Spec, restarts: int = 32, steps: int = 50, seed: int =
     from verify.bounds import one_torch_thread
 
     with one_torch_thread():
-        return _pgd(net, spec, restarts, steps, seed, deadline)
+        found = _pgd(net, spec, restarts, steps, seed, deadline)
+        if found is None and restarts > 1 and (deadline is None or time.perf_counter() < deadline):
+            found = _pgd(net, spec, 8 * restarts, 2 * steps, seed + 1, deadline, wide=True)
+        return found
 
 
-def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float | None) -> np.ndarray | None:
+def _clause_losses(spec: Spec, y: torch.Tensor) -> torch.Tensor:
+    """(batch, clauses): ``max over rows of (A @ y - b)`` per clause."""
+    return torch.stack([(y @ torch.as_tensor(a, dtype=y.dtype).T - torch.as_tensor(b, dtype=y.dtype)).max(dim=1).values
+                        for a, b in spec.unsafe], dim=1)
+
+
+def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float | None,
+         wide: bool = False) -> np.ndarray | None:
     model = net.source
     shape = tuple(net.input_shape)
     lo = torch.as_tensor(spec.lower, dtype=torch.float32)
@@ -63,7 +76,14 @@ def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float 
         restarts, steps = 1, 0
     gen = torch.Generator().manual_seed(seed)
     x = lo + width * torch.rand((restarts, lo.numel()), generator=gen)
+    if wide:
+        half = restarts // 2
+        x[:half] = lo + width * (torch.rand((half, lo.numel()), generator=gen) > 0.5).float()
     x[0] = (lo + hi) / 2
+    # wide stage: start i aims at clause i mod n (clauses without rows make every output unsafe: no targets)
+    target = None
+    if wide and all(a.size for a, _ in spec.unsafe):
+        target = (torch.arange(restarts) % len(spec.unsafe)).unsqueeze(1)
     was_training = model.training
     model.eval()
     best, best_loss = None, float("inf")
@@ -80,8 +100,12 @@ def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float 
                 break
             if step == steps or (deadline is not None and time.perf_counter() > deadline):
                 break
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-            alpha = 0.25 * width * (1 - step / max(steps, 1)) + 1e-3 * width
+            aim = loss if target is None else _clause_losses(spec, y).gather(1, target).squeeze(1)
+            (grad,) = torch.autograd.grad(aim.sum(), x)
+            if wide:
+                alpha = 0.3 * width * 0.5 * (1 + np.cos(np.pi * step / max(steps, 1))) + 1e-3 * width
+            else:
+                alpha = 0.25 * width * (1 - step / max(steps, 1)) + 1e-3 * width
             x = torch.minimum(torch.maximum(x - alpha * grad.sign(), lo), hi)
     finally:
         model.train(was_training)

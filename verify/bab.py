@@ -224,7 +224,8 @@ def _lp_leaf(net, spec: Spec, index: int, lo: list[np.ndarray], up: list[np.ndar
 
 
 def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndarray]], deadline: float,
-               solver: str = "highs", batch: int = 64, check=None, iters: int = 10) -> BabOutcome:
+               solver: str = "highs", batch: int = 64, check=None, iters: int = 10,
+               fixed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> BabOutcome:
     """Branch and bound on ReLU splits for unsafe clause ``index`` of ``spec``.
 
     Args:
@@ -239,6 +240,8 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
         check: optional callable ``x -> bool`` that re-checks a candidate; a candidate it rejects does not
             stop the search.
         iters: alpha/beta optimisation steps per batch (0: plain CROWN).
+        fixed: the property's fixed ReLU states ``{layer: (active, inactive)}`` (NAP properties): they are
+            constraints of every domain, so they get beta multipliers like splits.
 
     Returns:
         A :class:`BabOutcome`.
@@ -246,7 +249,7 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
     from verify.bounds import one_torch_thread
 
     with one_torch_thread(), torch.no_grad():
-        return _bab(net, spec, index, root, deadline, solver, batch, check, iters)
+        return _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed or {})
 
 
 @dataclass
@@ -277,7 +280,7 @@ class _Queue:
                       cat(self.splittable, other.splittable), cat(self.depth, other.depth))
 
 
-def _bab(net, spec, index, root, deadline, solver, batch, check, iters) -> BabOutcome:
+def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed) -> BabOutcome:
     a_mat, b_vec = spec.unsafe[index]
     stats: dict[str, Any] = {"domains": 0, "splits": 0, "lps": 0, "max_depth": 0, "candidates_rejected": 0}
     t0 = time.perf_counter()
@@ -321,6 +324,9 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters) -> BabOu
     lo = [torch.as_tensor(np.asarray(lo_, dtype=np.float64)).reshape(1, -1).clone() for lo_, _ in root]
     up = [torch.as_tensor(np.asarray(up_, dtype=np.float64)).reshape(1, -1).clone() for _, up_ in root]
     sign = [torch.zeros_like(v) for v in lo]
+    for k, (act, ina) in fixed.items():
+        sign[k][0, torch.as_tensor(np.asarray(act, dtype=bool))] = 1.0
+        sign[k][0, torch.as_tensor(np.asarray(ina, dtype=bool))] = -1.0
     queue, open_, x_try = bound(lo, up, sign, torch.zeros(1, dtype=torch.long))
     stats["domains"] = 1
     stats["root_bound"] = float(queue.lb[0])

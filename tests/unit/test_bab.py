@@ -1,0 +1,92 @@
+"""Branch and bound (verify.bab): sound and complete on small networks, its bounds equal CROWN's at the root.
+
+The random networks and properties are those of ``test_verify_hypothesis``; each unsafe clause is decided by
+:func:`verify.bab.bab_clause` alone and compared with the exact oracle (one LP per activation pattern) or,
+on larger networks, dense sampling.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from test_verify_hypothesis import EXACT_MAX, SETTINGS, _exact_violation, _network, _sampled_violation, cases
+
+import verify
+from verify import bab
+from verify.bounds import BoxBounds, crown_bounds
+from verify.properties import Spec, robustness
+
+SEEN = {"verified": 0, "falsified": 0}
+
+
+@SETTINGS
+@given(cases(), st.sampled_from([0, 5]))
+def test_bab_clause_is_sound_and_complete(case, iters):
+    net, spec = case
+    root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
+    for i, clause in enumerate(spec.unsafe):
+        one = Spec(spec.lower, spec.upper, [clause])
+        out = bab.bab_clause(net, spec, i, root, deadline=time.perf_counter() + 60, iters=iters, batch=4)
+        assert out.status in ("verified", "falsified"), out.stats
+        SEEN[out.status] += 1
+        if out.status == "falsified":
+            assert one.contains(out.x)
+            assert one.violated_by(net.forward(out.x.reshape(1, -1))[0])
+            continue
+        assert _sampled_violation(net, one) is None, "verified, yet a sampled input violates the clause"
+        if sum(net.relu_sizes) <= EXACT_MAX:
+            assert not _exact_violation(net, one), "verified, yet an activation pattern reaches the clause"
+
+
+def test_bab_saw_both_answers():
+    if SEEN["verified"] + SEEN["falsified"] == 0:
+        test_bab_clause_is_sound_and_complete()
+    assert SEEN["verified"] >= 3 and SEEN["falsified"] >= 3, SEEN
+
+
+def test_batched_crown_equals_crown_bounds():
+    # From the same first-layer bounds, the batched back-substitution gives CROWN's lower bounds exactly
+    # (crown_bounds also intersects with interval bounds, so its upper bounds can only be tighter).
+    net = _network(6, [12, 10, 8], 3, seed=3)
+    lo, up = -np.ones(6), np.ones(6)
+    ref = crown_bounds(net, lo, up)
+    bs = bab._Backsub(bab._TorchNet(net), lo, up)
+    b_lo = [torch.full((1, n), -1e9, dtype=torch.float64) for n in net.relu_sizes]
+    b_up = [torch.full((1, n), 1e9, dtype=torch.float64) for n in net.relu_sizes]
+    b_lo[0][0], b_up[0][0] = torch.as_tensor(ref[0][0]), torch.as_tensor(ref[0][1])
+    bab._layer_bounds(bs, b_lo, b_up, 1)
+    for k in range(len(net.relu_sizes)):
+        low = b_lo[k][0].numpy()
+        assert np.all(low <= ref[k][1] + 1e-12)
+        xs = lo + (up - lo) * np.random.default_rng(k).random((5000, 6))
+        z = net.pre_activations(xs)[k].reshape(5000, -1)
+        assert np.all(z >= low - 1e-12) and np.all(z <= b_up[k][0].numpy() + 1e-12)
+    # the first hidden layer after the input one is identical to CROWN's (no IBP difference there)
+    np.testing.assert_allclose(b_lo[1][0].numpy(), np.maximum(b_lo[1][0].numpy(), ref[1][0]), atol=1e-12)
+
+
+def test_bab_respects_the_deadline():
+    net = _network(20, [40, 40, 40], 4, seed=1)
+    spec = robustness(np.zeros(20), 0.9, 0, 4)
+    root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
+    start = time.perf_counter()
+    out = bab.bab_clause(net, spec, 0, root, deadline=start - 1.0)
+    assert out.status in ("timeout", "verified", "falsified")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_verify_reports_bab_as_the_method_on_a_split_proof():
+    # seed 13, eps 0.4: alpha-CROWN leaves one clause open (bound -0.009); two splits prove it
+    net = _network(8, [24, 24, 24], 3, seed=13)
+    x0 = np.zeros(8)
+    spec = robustness(x0, 0.4, int(np.argmax(net.forward(x0.reshape(1, -1))[0])), 3)
+    res = verify.verify(net, spec, solver="highs", timeout=30)
+    assert (res.status, res.method) == ("verified", "bab"), (res.status, res.method, res.message)
+    assert res.stats["bab"][0]["splits"] >= 1 and "bab" in res.timings
+    assert _sampled_violation(net, spec) is None
+    # without branch and bound the MILP proves it too
+    assert verify.verify(net, spec, solver="highs", timeout=30, bab_share=0).method == "milp"
