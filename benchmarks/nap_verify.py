@@ -5,6 +5,7 @@ query proves that every input in [0, 1]^784 that follows NAP_c is not scored at 
 as for c. Target: median under 10 s per query (the NAP paper reports 2-12 minutes per Marabou query).
 
 Run: .venv/bin/python benchmarks/nap_verify.py [--solvers cbc highs] [--classes 0 1 ...] [--timeout 60] [--no-share]
+     [--bab-share 0.8]
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="stop starting queries after this many seconds")
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
                         help="share one BoxBounds (CROWN + LP tightening) across a class's competitor queries")
+    parser.add_argument("--bab-share", type=float, default=0.8,
+                        help="verify()'s bab_share: the share of each query's time for branch and bound (0: none)")
     args = parser.parse_args()
     net = ReluNetwork.from_onnx(data_root() / VNNCOMP_NETWORKS["mnist-256x4"])
     train = data.load_mnist("train").subset(50_000)
@@ -63,7 +66,8 @@ def main() -> None:
                     skipped += 1
                     continue
                 r = verify.verify(net, nap_robustness_spec(lo, hi, states, c, 10, targets=[j]), solver=solver,
-                                  timeout=args.timeout, attack=False, bounds=shared)
+                                  timeout=args.timeout, attack=False, bounds=shared,
+                                  bab_share=args.bab_share)
                 times.append(r.timings.get("total", 0.0))
                 statuses[r.status] = statuses.get(r.status, 0) + 1
                 per_query.append({"solver": solver, "class": c, "competitor": j, "status": r.status,
@@ -77,7 +81,8 @@ def main() -> None:
                      "total s": f"{wall:.1f}",
                      "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))})
         print(rows[-1], flush=True)
-    tag = "_".join(args.solvers) + ("" if args.share else "_noshare")
+    tag = "_".join(args.solvers) + ("" if args.share else "_noshare") + (
+        "" if args.bab_share == 0.8 else f"_bab{args.bab_share:g}")
     if sorted(args.classes) != list(range(10)):
         tag += "_classes" + "".join(str(c) for c in args.classes)
     write_result("nap_verify_256x4_" + tag, "python benchmarks/nap_verify.py " + " ".join(sys.argv[1:]), {

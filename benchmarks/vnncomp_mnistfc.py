@@ -9,12 +9,14 @@ RESULTS.md is rewritten after every instance, so a partial run counts. Rerunning
 
 Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256x2] [--timeout-scale 1] [--rerun]
      [--reverse --part b]   (a second process working from the other end, into its own CSV)
+     [--shard I/N]          (process I of N side by side, e.g. one per core of a larger machine)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -44,6 +46,11 @@ def consensus(root: Path) -> dict[tuple[str, str], str]:
 
 def _csv(solver: str, net: str, part: str = "") -> Path:
     return RESULTS / f"mnistfc_{solver}_{net}{'_' + part if part else ''}.csv"
+
+
+def _notes(solver: str) -> Path:
+    """Notes kept with the per-instance CSVs (``--note``), e.g. where a network's rows were run."""
+    return RESULTS / f"mnistfc_{solver}_notes.json"
 
 
 def _rows(solver: str, net: str) -> list[dict[str, str]]:
@@ -82,6 +89,7 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
             "max s (solved)": f"{max(times):.2f}" if times else "-",
         })
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    extra = json.loads(_notes(solver).read_text()) if _notes(solver).exists() else []
     write_result(f"vnncomp_mnistfc_{solver}", command, {
         "title": f"VNN-COMP 2021 mnistfc, solver {solver}",
         "notes": [f"Solver versions: {solver_versions()}; timeouts x{TIMEOUT_SCALE[0]} of the competition's; "
@@ -89,7 +97,7 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
                   f"benchmarks/results/mnistfc_{solver}_<network>.csv.",
                   f"Timings from a 2-core machine (load average {load} when this summary was written; "
                   "two benchmark processes ran side by side, one per core): a busier machine is slower, "
-                  "and some timeouts may be instances an idle one would solve."],
+                  "and some timeouts may be instances an idle one would solve.", *extra],
         "tables": [{"columns": list(table[0]), "rows": table}] if table else [],
     })
 
@@ -107,7 +115,19 @@ def main() -> None:
     parser.add_argument("--reverse", action="store_true", help="run the instances in reverse order")
     parser.add_argument("--part", default="", help="write to mnistfc_<solver>_<network>_<part>.csv (a second "
                         "process on the same network, e.g. with --reverse; instances done by either are skipped)")
+    parser.add_argument("--shard", default="", help="I/N: run only the selected instances whose position is I "
+                        "modulo N, into part s<I> (N processes side by side, one per core)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a note kept with this solver's results and shown in the summary (repeatable); "
+                        "--note '' clears them")
     args = parser.parse_args()
+    if args.note:
+        kept = json.loads(_notes(args.solver).read_text()) if _notes(args.solver).exists() else []
+        kept = [] if args.note == [""] else [*kept, *args.note]
+        _notes(args.solver).write_text(json.dumps(kept, indent=1) + "\n")
+    if args.shard:
+        shard, shards = (int(v) for v in args.shard.split("/"))
+        args.part = args.part or f"s{shard}"
     TIMEOUT_SCALE[0] = args.timeout_scale
     command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
     root = data_root()
@@ -120,9 +140,12 @@ def main() -> None:
         for path in [_csv(args.solver, net), *RESULTS.glob(f"mnistfc_{args.solver}_{net}_*.csv")]:
             if args.rerun and path.exists():
                 path.unlink()
-    for onnx_name, vnnlib_name, timeout in (reversed(instances) if args.reverse else instances):
-        net = next((n for n in args.networks if f"_{n}." in onnx_name), None)
-        if net is None or args.summary_only:
+    selected = [r for r in instances if any(f"_{n}." in r[0] for n in args.networks)]
+    if args.shard:
+        selected = selected[shard::shards]
+    for onnx_name, vnnlib_name, timeout in (reversed(selected) if args.reverse else selected):
+        net = next(n for n in args.networks if f"_{n}." in onnx_name)
+        if args.summary_only:
             continue
         if (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"]) for r in _rows(args.solver, net)}:
             continue

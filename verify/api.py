@@ -7,14 +7,16 @@ Phases, all inside one wall-clock budget (``timeout`` seconds, every phase inclu
    empty; when every clause is, the property is ``verified`` without a MILP; for clauses still open,
    alpha-CROWN (relaxation slopes optimised by gradient ascent, ``alpha_share`` of the time) tightens the
    unstable neurons' bounds and then bounds the clauses again;
-2c. **bab** — branch and bound on ReLU splits (:mod:`verify.bab`): per open clause, domains bounded with
-   CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split on
-   the neuron with the largest relaxation share; ``bab_share`` of the time left;
-3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first with a short time limit
-   per clause on the tightest bounds so far; clauses left open are retried, with all the time left, after LP
-   tightening of the unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal slopes
-   give the same bounds as those LPs). Only a solver's proof of infeasibility counts for
-   ``verified``; a solver stopped by its limit gives ``timeout``.
+3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause on
+   the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
+   of the time in all); NAP queries, whose fixed states remove most binaries, usually end here;
+3b. **bab** — clauses still open go to branch and bound on ReLU splits (:mod:`verify.bab`): domains bounded
+   with CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split
+   on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left;
+3c. clauses BaB leaves open are retried by the MILP, with all the time left, after LP tightening of the
+   unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal slopes give the same
+   bounds as those LPs). Only a solver's or BaB's proof counts for ``verified``; a solver stopped by its
+   limit gives ``timeout``.
 
 Every counterexample is re-run through the extracted network, the source torch model (float32) and, for
 networks loaded from ONNX, the ONNX reference runtime; it must violate the property on each (and follow the
@@ -113,7 +115,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
         seed: seed of the attack.
         quick_share, quick_cap: each clause first gets ``quick_share`` of the time left (at least 1 s, at
-            most ``quick_cap`` s) on the CROWN bounds.
+            most ``quick_cap`` s; about a tenth of the time left in all) on the bounds so far; ``quick_cap=0``
+            skips that pass.
         alpha_share: share of the time left after CROWN that alpha-CROWN (optimised relaxation slopes, for
             the unstable neurons' bounds and then for the open clauses) may take; 0 skips it.
         bab_share: share of the time left after alpha-CROWN that branch and bound on ReLU splits
@@ -218,49 +221,30 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         if time.perf_counter() > deadline:
             return result("timeout", message="time ran out computing alpha-CROWN bounds")
 
-    # 2c. branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain), clause by clause
-    if bab_share > 0 and any(spec.unsafe[i][0].size for i in open_clauses):
-        from verify.bab import bab_clause
-
-        tbab = time.perf_counter()
-        stop = tbab + bab_share * (deadline - tbab)
-        stats["bab"] = []
-        still = []
-        for n, i in enumerate(open_clauses):
-            if spec.unsafe[i][0].size == 0:
-                still.append(i)
-                continue
-            if time.perf_counter() >= stop:
-                still.extend(open_clauses[n:])
-                break
-            out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states,
-                             check=lambda x: _confirm(network, spec, x) is not None)
-            stats["bab"].append({"clause": i, "status": out.status, **out.stats})
-            if out.status == "falsified":
-                cex = _confirm(network, spec, out.x)
-                timings["bab"] = time.perf_counter() - tbab
-                if cex is not None:
-                    return result("falsified", "bab", cex)
-                still.append(i)
-            elif out.status != "verified":
-                still.extend(open_clauses[n:])
-                break
-        open_clauses = still
-        timings["bab"] = time.perf_counter() - tbab
-        stats["clauses_open_after_bab"] = len(open_clauses)
-        if not open_clauses:
-            return result("verified", "bab")
-        if time.perf_counter() > deadline:
-            return result("timeout", message="time ran out in branch and bound")
-
     # 3. MILP, clause by clause: first a short try on the bounds so far; clauses the solver cannot settle
     # quickly are retried after LP tightening of the unstable neurons (tighter big-M, fewer binaries).
     tm = time.perf_counter()
     enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
     timings["build"] = time.perf_counter() - tm
     stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
-    quick = min(max(1.0, quick_share * (deadline - time.perf_counter())), quick_cap)
-    verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
+    left = deadline - time.perf_counter()
+    # the quick pass takes at most about a tenth of the time left, whatever the number of clauses
+    quick = min(max(1.0, quick_share * left), quick_cap, max(0.5, 0.1 * left / max(1, len(open_clauses))))
+    if quick_cap > 0:
+        verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
+    else:
+        verdict, pending, unknown = None, list(open_clauses), []
+    if verdict is None and pending and bab_share > 0:
+        # 3b. branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain) for the clauses the quick
+        # MILP left open
+        timings["milp_quick"] = time.perf_counter() - tm
+        verdict, pending = _bab_phase(network, spec, bounds, hidden, pending, solver, deadline, bab_share,
+                                      stats, timings)
+        if verdict is None and not pending and not unknown:
+            return result("verified", "bab")
+        if verdict is not None and verdict[0] == "falsified":
+            return result("falsified", "bab", verdict[1])
+        tm = time.perf_counter()
     # alpha-CROWN run to completion is about as tight as LP tightening (its optimal slopes give the LP bound)
     # and much faster: the LPs would then mostly take MILP time for nothing.
     if verdict is None and pending and not bounds.alpha_stats.get("complete"):
@@ -274,7 +258,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     if verdict is None and pending:
         verdict, pending, more_unknown = _solve_clauses(network, spec, enc, pending, solver, deadline, stats, None)
         unknown += more_unknown
-    timings["milp"] = time.perf_counter() - tm - timings.get("lp_bounds", 0.0)
+    timings["milp"] = time.perf_counter() - tm - timings.get("lp_bounds", 0.0) + timings.get("milp_quick", 0.0)
     if verdict is not None:
         kind, payload = verdict
         if kind == "falsified":
@@ -285,6 +269,46 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     if unknown:
         return result("unknown", message=f"clauses {unknown}: solver candidates did not re-check on the network")
     return result("verified", "milp")
+
+
+def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: str, deadline: float,
+               bab_share: float, stats: dict[str, Any], timings: dict[str, float]):
+    """Branch and bound (:mod:`verify.bab`) on ``clauses``, lowest bound first, within ``bab_share`` of the
+    time left. Returns ``(verdict, still_open)``; ``verdict`` is ``("falsified", counterexample)`` or None."""
+    from verify.bab import bab_clause
+
+    tbab = time.perf_counter()
+    stop = tbab + bab_share * (deadline - tbab)
+    stats["bab"] = []
+    still: list[int] = []
+
+    def key(i: int) -> float:  # the clause with the lowest bound first: the likeliest counterexample
+        a, b = spec.unsafe[i]
+        return float(np.max(bounds.spec_bounds(a)[0] - b)) if a.size else np.inf
+
+    order = sorted(clauses, key=key)
+    for n, i in enumerate(order):
+        if spec.unsafe[i][0].size == 0:
+            still.append(i)
+            continue
+        if time.perf_counter() >= stop:
+            still.extend(order[n:])
+            break
+        out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states,
+                         check=lambda x: _confirm(network, spec, x) is not None)
+        stats["bab"].append({"clause": i, "status": out.status, **out.stats})
+        if out.status == "falsified":
+            cex = _confirm(network, spec, out.x)
+            if cex is not None:
+                timings["bab"] = time.perf_counter() - tbab
+                return ("falsified", cex), still
+            still.append(i)
+        elif out.status != "verified":
+            still.extend(order[n:])
+            break
+    timings["bab"] = time.perf_counter() - tbab
+    stats["clauses_open_after_bab"] = len(still)
+    return None, still
 
 
 def _solve_clauses(network, spec: Spec, enc, clauses: list[int], solver: str, deadline: float,

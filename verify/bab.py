@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 _EPS = float(np.finfo(np.float64).eps)
 #: Domains kept at most; beyond this the search stops with ``timeout`` (about 12 KiB each on mnist 256x6).
 MAX_DOMAINS = 400_000
+#: Neurons split at once in a domain while the queue is too short to fill a batch (2**k children).
+MAX_SPLITS = 1
 
 
 @dataclass
@@ -225,7 +227,8 @@ def _lp_leaf(net, spec: Spec, index: int, lo: list[np.ndarray], up: list[np.ndar
 
 def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndarray]], deadline: float,
                solver: str = "highs", batch: int = 64, check=None, iters: int = 10,
-               fixed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> BabOutcome:
+               fixed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+               intermediate: bool = True, pgd_steps: int = 5) -> BabOutcome:
     """Branch and bound on ReLU splits for unsafe clause ``index`` of ``spec``.
 
     Args:
@@ -240,6 +243,11 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
         check: optional callable ``x -> bool`` that re-checks a candidate; a candidate it rejects does not
             stop the search.
         iters: alpha/beta optimisation steps per batch (0: plain CROWN).
+        intermediate: also recompute the bounds of the layers after a split with CROWN (tighter big-M for
+            the layers below, but it costs a back-substitution of every unstable neuron to the input per
+            domain); without it, splits act through the beta multipliers and the clipped bounds.
+        pgd_steps: signed-gradient steps on the network from each domain's bound-minimising input (over the
+            whole box) when that input itself is not a counterexample; 0 skips them.
         fixed: the property's fixed ReLU states ``{layer: (active, inactive)}`` (NAP properties): they are
             constraints of every domain, so they get beta multipliers like splits.
 
@@ -249,7 +257,8 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
     from verify.bounds import one_torch_thread
 
     with one_torch_thread(), torch.no_grad():
-        return _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed or {})
+        return _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed or {}, intermediate,
+                    pgd_steps)
 
 
 @dataclass
@@ -280,7 +289,8 @@ class _Queue:
                       cat(self.splittable, other.splittable), cat(self.depth, other.depth))
 
 
-def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed) -> BabOutcome:
+def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, intermediate,
+         pgd_steps) -> BabOutcome:
     a_mat, b_vec = spec.unsafe[index]
     stats: dict[str, Any] = {"domains": 0, "splits": 0, "lps": 0, "max_depth": 0, "candidates_rejected": 0}
     t0 = time.perf_counter()
@@ -307,13 +317,29 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed) -
             empty |= (lo_b[j] > up_b[j]).any(1)
         x_try = x_star[torch.arange(low.shape[0]), low.argmin(1)]
         flat = torch.cat(scores, 1)
-        top = flat.max(1)
-        q = _Queue(lo_b, up_b, sign_b, lb, top.indices, top.values >= 0, depth_b)
+        top = flat.topk(min(MAX_SPLITS, flat.shape[1]), dim=1)
+        q = _Queue(lo_b, up_b, sign_b, lb, top.indices, top.values[:, 0] >= 0, depth_b)
         return q, ~((lb > 0) | empty), x_try
 
+    x_lo_t, x_up_t = bs.x_lo, bs.x_up
+    width = x_up_t - x_lo_t
+
     def candidate(xs: torch.Tensor) -> np.ndarray | None:
+        """Try the domains' bound-minimising inputs, then a few PGD steps from them, on the network."""
         y = tnet.forward(xs)
         viol = ((y @ a_t.T - b_t) <= 0).all(1)
+        if not bool(viol.any()) and pgd_steps:
+            x = xs.clone()
+            for step in range(pgd_steps):
+                with torch.enable_grad():
+                    x.requires_grad_(True)
+                    loss = (tnet.forward(x) @ a_t.T - b_t).max(1).values
+                    (grad,) = torch.autograd.grad(loss.sum(), x)
+                x = torch.minimum(torch.maximum(x.detach() - 0.1 * width * (1 - step / pgd_steps) * grad.sign(),
+                                                x_lo_t), x_up_t)
+            y = tnet.forward(x)
+            viol = ((y @ a_t.T - b_t) <= 0).all(1)
+            xs = x
         for i in torch.nonzero(viol).reshape(-1).tolist():
             x = xs[i].numpy().copy()
             if check is None or check(x):
@@ -360,26 +386,39 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed) -
         take = min(batch, len(queue))
         order = torch.argsort(queue.lb)
         parents, queue = queue.pick(order[:take]), queue.pick(order[take:])
-        layer = torch.as_tensor(np.searchsorted(offsets, parents.choice.numpy(), side="right") - 1)
-        neuron = parents.choice - torch.as_tensor(offsets)[layer]
-        c_lo = [torch.cat([v, v.clone()], 0) for v in parents.lo]
-        c_up = [torch.cat([v, v.clone()], 0) for v in parents.up]
-        c_sign = [torch.cat([v, v.clone()], 0) for v in parents.sign]
+        # few domains: split each on its top d neurons at once (2**d children), so batches stay full
+        d = int(min(MAX_SPLITS, parents.choice.shape[1], max(1, np.log2(max(1, batch // take)))))
+        n_child = 2 ** d
+        c_lo = [v.repeat(n_child, 1) for v in parents.lo]  # child c of parent p is row c * take + p
+        c_up = [v.repeat(n_child, 1) for v in parents.up]
+        c_sign = [v.repeat(n_child, 1) for v in parents.sign]
         idx = torch.arange(take)
-        for j in range(n_relu):
-            sel = torch.nonzero(layer == j).reshape(-1)
-            if sel.numel() == 0:
-                continue
-            rows, cols = idx[sel], neuron[sel]
-            c_lo[j][rows, cols] = c_lo[j][rows, cols].clamp(min=0)                # active child
-            c_sign[j][rows, cols] = 1.0
-            c_up[j][rows + take, cols] = c_up[j][rows + take, cols].clamp(max=0)  # inactive child
-            c_sign[j][rows + take, cols] = -1.0
-        _layer_bounds(bs, c_lo, c_up, int(layer.min()) + 1)
-        depth = torch.cat([parents.depth, parents.depth], 0) + 1
-        children, open_, x_try = bound(c_lo, c_up, c_sign, depth, torch.cat([parents.lb, parents.lb], 0))
-        stats["domains"] += 2 * take
-        stats["splits"] += take
+        first = n_relu
+        for bit in range(d):
+            flat_choice = parents.choice[:, bit]
+            layer = torch.as_tensor(np.searchsorted(offsets, flat_choice.numpy(), side="right") - 1)
+            neuron = flat_choice - torch.as_tensor(offsets)[layer]
+            first = min(first, int(layer.min()))
+            for c in range(n_child):
+                rows_c = c * take + idx
+                active = bool((c >> bit) & 1)
+                for j in range(n_relu):
+                    sel = torch.nonzero(layer == j).reshape(-1)
+                    if sel.numel() == 0:
+                        continue
+                    rows, cols = rows_c[sel], neuron[sel]
+                    if active:
+                        c_lo[j][rows, cols] = c_lo[j][rows, cols].clamp(min=0)
+                        c_sign[j][rows, cols] = 1.0
+                    else:
+                        c_up[j][rows, cols] = c_up[j][rows, cols].clamp(max=0)
+                        c_sign[j][rows, cols] = -1.0
+        if intermediate:
+            _layer_bounds(bs, c_lo, c_up, first + 1)
+        depth = parents.depth.repeat(n_child) + d
+        children, open_, x_try = bound(c_lo, c_up, c_sign, depth, parents.lb.repeat(n_child))
+        stats["domains"] += n_child * take
+        stats["splits"] += d * take
         stats["max_depth"] = max(stats["max_depth"], int(depth.max()))
         x = candidate(x_try)
         if x is not None:
