@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -50,7 +49,7 @@ def _csv(solver: str, net: str, part: str = "") -> Path:
 
 def _notes(solver: str) -> Path:
     """Notes kept with the per-instance CSVs (``--note``), e.g. where a network's rows were run."""
-    return RESULTS / f"mnistfc_{solver}_notes.json"
+    return RESULTS / f"mnistfc_{solver}_notes.txt"  # not .json: report.py renders every results/*.json
 
 
 def _rows(solver: str, net: str) -> list[dict[str, str]]:
@@ -89,7 +88,7 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
             "max s (solved)": f"{max(times):.2f}" if times else "-",
         })
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    extra = json.loads(_notes(solver).read_text()) if _notes(solver).exists() else []
+    extra = _notes(solver).read_text().splitlines() if _notes(solver).exists() else []
     write_result(f"vnncomp_mnistfc_{solver}", command, {
         "title": f"VNN-COMP 2021 mnistfc, solver {solver}",
         "notes": [f"Solver versions: {solver_versions()}; timeouts x{TIMEOUT_SCALE[0]} of the competition's; "
@@ -122,9 +121,9 @@ def main() -> None:
                         "--note '' clears them")
     args = parser.parse_args()
     if args.note:
-        kept = json.loads(_notes(args.solver).read_text()) if _notes(args.solver).exists() else []
-        kept = [] if args.note == [""] else [*kept, *args.note]
-        _notes(args.solver).write_text(json.dumps(kept, indent=1) + "\n")
+        kept = _notes(args.solver).read_text().splitlines() if _notes(args.solver).exists() else []
+        kept = [] if args.note == [""] else [*kept, *(n.replace("\n", " ") for n in args.note)]
+        _notes(args.solver).write_text("".join(line + "\n" for line in kept))
     if args.shard:
         shard, shards = (int(v) for v in args.shard.split("/"))
         args.part = args.part or f"s{shard}"

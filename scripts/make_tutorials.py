@@ -123,8 +123,8 @@ NAP = [
 VERIFY = [
     new_markdown_cell(
         "# 03 · Verifying ReLU networks: ONNX + VNN-LIB, counterexamples, NAP robustness\n\n"
-        "`verify` proves or refutes properties with a sound MILP backend (CBC or HiGHS through PuLP), after a "
-        "cheap attack and CROWN bounds. Here: two VNN-COMP 2021 properties of `mnist-net_256x2.onnx` — one "
+        "`verify` proves or refutes properties with a sound MILP backend (CBC or HiGHS through PuLP) and branch "
+        "and bound on ReLU splits, after a cheap attack and (alpha-)CROWN bounds. Here: two VNN-COMP 2021 properties of `mnist-net_256x2.onnx` — one "
         "violated, one that holds — and a NAP robustness query on `mnist-net_256x4.onnx`. About a minute on CPU."
     ),
     new_code_cell(
@@ -161,13 +161,18 @@ VERIFY = [
         "plt.show()\n"
         "print(res.vnncomp_text()[:120], '...')"
     ),
-    new_markdown_cell("## A property that holds\n\n`prop_13_0.03` needs the MILP: CROWN bounds leave unstable neurons, "
-                      "each becomes one binary variable."),
+    new_markdown_cell("## A property that holds\n\n`prop_13_0.03` needs more than bounds: (alpha-)CROWN leaves unstable "
+                      "neurons and some clauses open. Each open clause first gets a short MILP try (one binary per "
+                      "unstable neuron); what that leaves open goes to branch and bound, which splits unstable neurons "
+                      "into active/inactive domains and bounds each with optimised alpha/beta-CROWN."),
     new_code_cell(
         "spec = read_vnnlib(bench / 'prop_13_0.03.vnnlib', net.n_inputs, net.n_outputs)\n"
         "res = verify.verify(net, spec, solver='highs', timeout=120)\n"
         "print(res.status, res.vnncomp, res.method, {k: round(v, 2) for k, v in res.timings.items()})\n"
-        "print('unstable neurons per layer:', res.stats['unstable'], '| binaries:', res.stats.get('binaries'))"
+        "print('unstable neurons per layer:', res.stats['unstable'], '| binaries:', res.stats.get('binaries'))\n"
+        "for row in res.stats.get('bab', []):\n"
+        "    print(f\"BaB clause {row['clause']}: {row['status']}, {row['domains']} domains, depth {row['max_depth']}, \"\n"
+        "          f\"{row['seconds']} s\")"
     ),
     new_markdown_cell("## NAP robustness\n\nMine NAP_1 of `mnist-net_256x4` (delta 0.99), then prove that every input in "
                       "[0, 1]^784 that follows it is classified 1 — one query per competitor class. The NAP fixes most "
