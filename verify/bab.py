@@ -47,9 +47,13 @@ __all__ = ["BabOutcome", "bab_clause"]
 logger = logging.getLogger(__name__)
 
 _EPS = float(np.finfo(np.float64).eps)
-#: Domains kept at most; beyond this the search stops with ``timeout`` (about 12 KiB each on mnist 256x6).
+#: Domains kept at most (see also MAX_DOMAIN_BYTES); beyond this the search stops with ``timeout``.
 MAX_DOMAINS = 400_000
-#: Neurons split at once in a domain while the queue is too short to fill a batch (2**k children).
+#: Memory the open domains may take (bounds and split signs, float64: 24 bytes per ReLU neuron; mnist
+#: 256x6 domains take 36 KiB, so about 116,000 of them fit).
+MAX_DOMAIN_BYTES = 4 * 2**30
+#: Neurons split at once in a domain while the queue is too short to fill a batch (2**k children). 1: off;
+#: 4 made mnist 256x4 prop_5_0.03 slower (more domains for the same bounds).
 MAX_SPLITS = 1
 
 
@@ -363,7 +367,7 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, i
     while len(queue):
         if time.perf_counter() > deadline:
             return done("timeout", open=len(queue))
-        if len(queue) > MAX_DOMAINS:
+        if len(queue) > min(MAX_DOMAINS, MAX_DOMAIN_BYTES // (24 * int(offsets[-1]) or 1)):
             return done("timeout", open=len(queue), reason="domain limit")
         # linear regions (no unstable neuron left): an exact LP each
         if not bool(queue.splittable.all()):
