@@ -38,8 +38,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="stop starting queries after this many seconds")
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
                         help="share one BoxBounds (CROWN + LP tightening) across a class's competitor queries")
-    parser.add_argument("--bab-share", type=float, default=0.8,
-                        help="verify()'s bab_share: the share of each query's time for branch and bound (0: none)")
+    parser.add_argument("--bab-share", type=float, default=None,
+                        help="verify()'s bab_share: the share of each query's time for branch and bound (0: none; "
+                        "default: verify's own, 0 for NAP queries)")
     args = parser.parse_args()
     net = ReluNetwork.from_onnx(data_root() / VNNCOMP_NETWORKS["mnist-256x4"])
     train = data.load_mnist("train").subset(50_000)
@@ -82,7 +83,7 @@ def main() -> None:
                      "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))})
         print(rows[-1], flush=True)
     tag = "_".join(args.solvers) + ("" if args.share else "_noshare") + (
-        "" if args.bab_share == 0.8 else f"_bab{args.bab_share:g}")
+        "" if args.bab_share is None else f"_bab{args.bab_share:g}")
     if sorted(args.classes) != list(range(10)):
         tag += "_classes" + "".join(str(c) for c in args.classes)
     write_result("nap_verify_256x4_" + tag, "python benchmarks/nap_verify.py " + " ".join(sys.argv[1:]), {

@@ -104,7 +104,7 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
-           bab_share: float = 0.8) -> VerificationResult:
+           bab_share: float | None = None) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``.
 
     Args:
@@ -119,8 +119,11 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
             skips that pass.
         alpha_share: share of the time left after CROWN that alpha-CROWN (optimised relaxation slopes, for
             the unstable neurons' bounds and then for the open clauses) may take; 0 skips it.
-        bab_share: share of the time left after alpha-CROWN that branch and bound on ReLU splits
-            (:mod:`verify.bab`) may take on the open clauses; clauses it leaves open go to the MILP. 0 skips it.
+        bab_share: share of the time left after the quick MILP pass that branch and bound on ReLU splits
+            (:mod:`verify.bab`) may take on the clauses still open; clauses it leaves open go back to the
+            MILP. 0 skips it. ``None`` (default): 0.8, but 0 for properties with fixed ReLU states (NAP
+            queries), where the states remove most binaries and the MILP after LP tightening is faster than
+            branching on the whole input domain.
         lp_share: share of the time then left that LP tightening of unstable neurons may take before the
             clauses still open are retried.
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
@@ -141,6 +144,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     from verify.milp import MilpEncoding
 
     _check_inputs(network, spec, timeout, solver)
+    if bab_share is None:
+        bab_share = 0.0 if spec.relu_states else 0.8
     t0 = time.perf_counter()
     deadline = t0 + float(timeout)
     timings: dict[str, float] = {}

@@ -19,7 +19,7 @@ from test_verify_hypothesis import EXACT_MAX, SETTINGS, _exact_violation, _netwo
 import verify
 from verify import bab
 from verify.bounds import BoxBounds, crown_bounds
-from verify.properties import Spec, robustness
+from verify.properties import Spec, nap_robustness_spec, robustness
 
 SEEN = {"verified": 0, "falsified": 0}
 
@@ -108,3 +108,22 @@ def test_bab_variants_agree_with_the_exact_oracle(monkeypatch, splits, intermedi
         answers.add(out.status)
         assert (out.status == "falsified") == _exact_violation(net, Spec(spec.lower, spec.upper, spec.unsafe[:1]))
     assert answers == {"verified", "falsified"}
+
+
+def test_bab_with_fixed_relu_states_agrees_with_the_milp():
+    # NAP-style properties (fixed ReLU states) through BaB (forced with bab_share, no quick MILP pass)
+    # get the MILP's answer; fixed states become beta-multiplied constraints of every domain
+    seen, methods = set(), set()
+    for seed in range(8):
+        net = _network(3, [6, 6], 3, seed=seed)
+        rng = np.random.default_rng(seed)
+        act = rng.random(6) < 0.3
+        ina = ~act & (rng.random(6) < 0.3)
+        spec = nap_robustness_spec(-np.ones(3), np.ones(3), {0: (act, ina)}, 0, 3)
+        by_bab = verify.verify(net, spec, solver="highs", timeout=30, attack=False, quick_cap=0, bab_share=1.0)
+        by_milp = verify.verify(net, spec, solver="highs", timeout=30, attack=False, bab_share=0)
+        assert by_bab.status == by_milp.status, (seed, by_bab.status, by_milp.status, by_bab.message)
+        seen.add(by_bab.status)
+        methods.add(by_bab.method)
+    assert seen == {"verified", "falsified"}, seen
+    assert "bab" in methods, methods
