@@ -1,4 +1,5 @@
-"""VNN-COMP 2021 ``mnistfc`` with the competition's timeouts (120 s for 256x2, 300 s otherwise).
+"""VNN-COMP 2021 ``mnistfc`` (or ``--category marabou-cifar10``) with the competition's timeouts (mnistfc: 120 s
+for 256x2, 300 s otherwise; marabou-cifar10: 300 s), scaled by ``--timeout-scale``.
 
 Per network and solver: instances solved (sat + unsat), median / max time of the solved ones, answers
 that contradict the tool consensus (results/consensus.csv; must be 0), and instances not run yet.
@@ -10,6 +11,7 @@ RESULTS.md is rewritten after every instance, so a partial run counts. Rerunning
 Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256x2] [--timeout-scale 1] [--rerun]
      [--reverse --part b]   (a second process working from the other end, into its own CSV)
      [--shard I/N]          (process I of N side by side, e.g. one per core of a larger machine)
+     .venv/bin/python benchmarks/vnncomp_mnistfc.py --category marabou-cifar10 --solver highs [--timeout-scale 0.2]
 """
 
 from __future__ import annotations
@@ -30,32 +32,45 @@ from verify.cli import read_results, result_row, run_instance, write_results
 from verify.solvers import solver_versions
 
 TARGET_SOLVED = {"mnist-net_256x2.onnx": 30, "mnist-net_256x4.onnx": 22, "mnist-net_256x6.onnx": 18}
+#: The benchmark category (``--category``): ``mnistfc`` or ``marabou-cifar10``; its default networks.
+CATEGORY = ["mnistfc"]
+NETWORKS = {"mnistfc": ["256x2", "256x4", "256x6"], "marabou-cifar10": ["small", "medium", "large"]}
 
 
 def consensus(root: Path) -> dict[tuple[str, str], str]:
     out = {}
     with (root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["category"] == "mnistfc":
+            if row["category"] == CATEGORY[0]:
                 c = row["consensus"]
                 out[(row["onnx"], row["vnnlib"])] = "unsat" if c.startswith("holds") else (
                     "sat" if c.startswith("violated") else "unknown")
     return out
 
 
+def abcrown_solved(root: Path) -> dict[str, int]:
+    """Per network of the category: instances alpha-beta-CROWN answered holds/violated in VNN-COMP 2021."""
+    out: dict[str, int] = {}
+    with (root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["category"] == CATEGORY[0]:
+                out[row["onnx"]] = out.get(row["onnx"], 0) + (row["a-b-CROWN_result"] in ("holds", "violated"))
+    return out
+
+
 def _csv(solver: str, net: str, part: str = "") -> Path:
-    return RESULTS / f"mnistfc_{solver}_{net}{'_' + part if part else ''}.csv"
+    return RESULTS / f"{CATEGORY[0]}_{solver}_{net}{'_' + part if part else ''}.csv"
 
 
 def _notes(solver: str) -> Path:
     """Notes kept with the per-instance CSVs (``--note``), e.g. where a network's rows were run."""
-    return RESULTS / f"mnistfc_{solver}_notes.txt"  # not .json: report.py renders every results/*.json
+    return RESULTS / f"{CATEGORY[0]}_{solver}_notes.txt"  # not .json: report.py renders every results/*.json
 
 
 def _rows(solver: str, net: str) -> list[dict[str, str]]:
     """Every finished row of ``net``, from its CSV and the CSVs of parallel parts (first row per instance)."""
     out, seen = [], set()
-    for path in [_csv(solver, net), *sorted(RESULTS.glob(f"mnistfc_{solver}_{net}_*.csv"))]:
+    for path in [_csv(solver, net), *sorted(RESULTS.glob(f"{CATEGORY[0]}_{solver}_{net}_*.csv"))]:
         for row in read_results(path):
             if (row["onnx"], row["vnnlib"]) not in seen:
                 seen.add((row["onnx"], row["vnnlib"]))
@@ -66,8 +81,9 @@ def _rows(solver: str, net: str) -> list[dict[str, str]]:
 def summarise(solver: str, instances: list[list[str]], truth: dict, command: str) -> None:
     """Rewrite the summary JSON (and RESULTS.md) from every network's per-instance CSV."""
     table = []
+    abc = abcrown_solved(data_root())
     for net in sorted({onnx for onnx, _, _ in instances}):
-        short = net.removeprefix("mnist-net_").removesuffix(".onnx")
+        short = net.removeprefix("mnist-net_").removeprefix("cifar10_").removesuffix(".onnx")
         mine = _rows(solver, short)
         if not mine:
             continue
@@ -82,6 +98,7 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
             "solved": len(solved), "unsat": sum(r["result"] == "unsat" for r in solved),
             "sat": sum(r["result"] == "sat" for r in solved),
             "target solved": TARGET_SOLVED.get(net, "-"),
+            "a-b-CROWN solved (2021)": abc.get(net, "-"),
             "wrong vs consensus": len(wrong),
             "solved without consensus row": len(no_consensus),
             "median s (solved)": f"{statistics.median(times):.2f}" if times else "-",
@@ -89,11 +106,11 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
         })
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     extra = _notes(solver).read_text().splitlines() if _notes(solver).exists() else []
-    write_result(f"vnncomp_mnistfc_{solver}", command, {
-        "title": f"VNN-COMP 2021 mnistfc, solver {solver}",
+    write_result(f"vnncomp_{CATEGORY[0].replace('-', '_')}_{solver}", command, {
+        "title": f"VNN-COMP 2021 {CATEGORY[0]}, solver {solver}",
         "notes": [f"Solver versions: {solver_versions()}; timeouts x{TIMEOUT_SCALE[0]} of the competition's; "
                   "time includes loading the network and reading the property. Per-instance rows: "
-                  f"benchmarks/results/mnistfc_{solver}_<network>.csv.",
+                  f"benchmarks/results/{CATEGORY[0]}_{solver}_<network>.csv.",
                   f"Timings from a 2-core machine (load average {load} when this summary was written; "
                   "two benchmark processes ran side by side, one per core): a busier machine is slower, "
                   "and some timeouts may be instances an idle one would solve.", *extra],
@@ -107,7 +124,8 @@ TIMEOUT_SCALE = [1.0]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--solver", default="cbc")
-    parser.add_argument("--networks", nargs="+", default=["256x2", "256x4", "256x6"])
+    parser.add_argument("--category", default="mnistfc", choices=sorted(NETWORKS))
+    parser.add_argument("--networks", nargs="+", default=None, help="default: all of the category's")
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--rerun", action="store_true", help="drop the selected networks' rows first")
     parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from the CSVs, run nothing")
@@ -120,6 +138,8 @@ def main() -> None:
                         help="a note kept with this solver's results and shown in the summary (repeatable); "
                         "--note '' clears them")
     args = parser.parse_args()
+    CATEGORY[0] = args.category
+    args.networks = args.networks or NETWORKS[args.category]
     if args.note:
         kept = _notes(args.solver).read_text().splitlines() if _notes(args.solver).exists() else []
         kept = [] if args.note == [""] else [*kept, *(n.replace("\n", " ") for n in args.note)]
@@ -130,13 +150,14 @@ def main() -> None:
     TIMEOUT_SCALE[0] = args.timeout_scale
     command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
     root = data_root()
-    bench = root / "vnncomp2021/mnistfc"
+    bench = root / "vnncomp2021" / args.category
     truth = consensus(root)
     cache: dict = {}
-    with (bench / "mnistfc_instances.csv").open(newline="") as fh:
-        instances = [r for r in csv.reader(fh) if r]
+    with (bench / f"{args.category}_instances.csv").open(newline="") as fh:
+        # the instance lists name ./nets/X.onnx and ./specs/Y.vnnlib; the files lie flat in the folder
+        instances = [[Path(r[0]).name, Path(r[1]).name, r[2]] for r in csv.reader(fh) if r]
     for net in args.networks:
-        for path in [_csv(args.solver, net), *RESULTS.glob(f"mnistfc_{args.solver}_{net}_*.csv")]:
+        for path in [_csv(args.solver, net), *RESULTS.glob(f"{args.category}_{args.solver}_{net}_*.csv")]:
             if args.rerun and path.exists():
                 path.unlink()
     selected = [r for r in instances if any(f"_{n}." in r[0] for n in args.networks)]
