@@ -318,7 +318,9 @@ def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: 
 
 def _solve_clauses(network, spec: Spec, enc, clauses: list[int], solver: str, deadline: float,
                    stats: dict[str, Any], per_clause: float | None):
-    """Solve clauses in turn, each with ``per_clause`` seconds (None: all the time left).
+    """Solve clauses in turn, each with ``per_clause`` seconds (None: all the time left). With a
+    ``per_clause`` limit (the quick pass) a solver failure leaves the clause pending instead of ending
+    everything with ``error``.
 
     Returns ``(verdict, pending, unknown)``: ``verdict`` is ``("falsified", counterexample)``,
     ``("error", message)`` or None; ``pending`` the clauses stopped by a time limit; ``unknown`` those whose
@@ -349,6 +351,11 @@ def _solve_clauses(network, spec: Spec, enc, clauses: list[int], solver: str, de
             unknown.append(i)
             continue
         if out.status == "timeout":
+            pending.append(i)
+            continue
+        if per_clause is not None:
+            # a quick try that failed (e.g. CBC's "Not Solved" before its limit on a loaded machine) is not
+            # final: the clause is retried by branch and bound and the full MILP, which report for it
             pending.append(i)
             continue
         return ("error", f"solver {solver} failed on clause {i}: {out.solve.raw_status}"), pending, unknown

@@ -127,3 +127,27 @@ def test_bab_with_fixed_relu_states_agrees_with_the_milp():
         methods.add(by_bab.method)
     assert seen == {"verified", "falsified"}, seen
     assert "bab" in methods, methods
+
+
+def test_a_failed_quick_milp_try_is_retried_not_an_error(monkeypatch):
+    # CBC once answered "Not Solved" before its limit in the quick pass on a loaded machine; that must not
+    # end the query with `error` while time is left for the full MILP
+    from verify.milp import ClauseOutcome, MilpEncoding
+    from verify.solvers import SolveOutcome
+
+    original = MilpEncoding.solve_clause
+    calls = []
+
+    def flaky(self, index, solver, time_limit, margin=0.0):
+        calls.append(index)
+        if len(calls) == 1:
+            return ClauseOutcome("error", None, SolveOutcome("error", None, 0.01, "Not Solved", 0))
+        return original(self, index, solver, time_limit, margin)
+
+    monkeypatch.setattr(MilpEncoding, "solve_clause", flaky)
+    net = _network(8, [24, 24, 24], 3, seed=13)
+    x0 = np.zeros(8)
+    spec = robustness(x0, 0.4, int(np.argmax(net.forward(x0.reshape(1, -1))[0])), 3)
+    res = verify.verify(net, spec, solver="highs", timeout=30, bab_share=0)
+    assert (res.status, res.method) == ("verified", "milp"), res.message
+    assert len(calls) >= 2
