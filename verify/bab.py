@@ -364,8 +364,10 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, i
     if x is not None:
         return done("falsified", x)
     queue = queue.pick(open_)
+    last_batch = time.perf_counter() - t0  # the root's bounding: a first estimate of a batch's cost
     while len(queue):
-        if time.perf_counter() > deadline:
+        # a batch that would end after the deadline is not started (on large networks one takes seconds)
+        if time.perf_counter() + last_batch > deadline:
             return done("timeout", open=len(queue))
         if len(queue) > min(MAX_DOMAINS, MAX_DOMAIN_BYTES // (24 * int(offsets[-1]) or 1)):
             return done("timeout", open=len(queue), reason="domain limit")
@@ -387,6 +389,7 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, i
             queue = queue.pick(queue.splittable)
             continue
         # the batch: the domains with the lowest bounds
+        t_batch = time.perf_counter()
         take = min(batch, len(queue))
         order = torch.argsort(queue.lb)
         parents, queue = queue.pick(order[:take]), queue.pick(order[take:])
@@ -428,4 +431,5 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, i
         if x is not None:
             return done("falsified", x)
         queue = queue.extend(children.pick(open_))
+        last_batch = time.perf_counter() - t_batch
     return done("verified")
