@@ -151,3 +151,24 @@ def test_a_failed_quick_milp_try_is_retried_not_an_error(monkeypatch):
     res = verify.verify(net, spec, solver="highs", timeout=30, bab_share=0)
     assert (res.status, res.method) == ("verified", "milp"), res.message
     assert len(calls) >= 2
+
+
+def test_not_solved_after_half_the_limit_is_a_timeout(monkeypatch):
+    # a "Not Solved" with no solution is the limit's doing once half of it has passed; before that it is a
+    # failure (e.g. HiGHS refusing a thread setting in 0.04 s)
+    import pulp
+
+    from verify import solvers
+
+    prob = pulp.LpProblem("p", pulp.LpMinimize)
+    prob += prob.add_variable("x", 0, 1)
+
+    def fake_solve(self, backend, seconds):
+        self.status, self.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+        clock[0] += seconds
+
+    clock = [0.0]
+    monkeypatch.setattr(solvers.time, "perf_counter", lambda: clock[0])
+    for seconds, expected in ((0.7, "timeout"), (0.1, "error")):
+        monkeypatch.setattr(pulp.LpProblem, "solve", lambda self, backend, s=seconds: fake_solve(self, backend, s))
+        assert solvers.solve(prob, "highs", time_limit=1.0).status == expected
