@@ -37,24 +37,26 @@ CATEGORY = ["mnistfc"]
 NETWORKS = {"mnistfc": ["256x2", "256x4", "256x6"], "marabou-cifar10": ["small", "medium", "large"]}
 
 
+def _consensus_rows(root: Path) -> list[dict[str, str]]:
+    """The category's rows of the 2021 tool-consensus table."""
+    with (root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row["category"] == CATEGORY[0]]
+
+
 def consensus(root: Path) -> dict[tuple[str, str], str]:
     out = {}
-    with (root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["category"] == CATEGORY[0]:
-                c = row["consensus"]
-                out[(row["onnx"], row["vnnlib"])] = "unsat" if c.startswith("holds") else (
-                    "sat" if c.startswith("violated") else "unknown")
+    for row in _consensus_rows(root):
+        c = row["consensus"]
+        out[(row["onnx"], row["vnnlib"])] = "unsat" if c.startswith("holds") else (
+            "sat" if c.startswith("violated") else "unknown")
     return out
 
 
 def abcrown_solved(root: Path) -> dict[str, int]:
     """Per network of the category: instances alpha-beta-CROWN answered holds/violated in VNN-COMP 2021."""
     out: dict[str, int] = {}
-    with (root / "vnncomp2021/results/consensus.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["category"] == CATEGORY[0]:
-                out[row["onnx"]] = out.get(row["onnx"], 0) + (row["a-b-CROWN_result"] in ("holds", "violated"))
+    for row in _consensus_rows(root):
+        out[row["onnx"]] = out.get(row["onnx"], 0) + (row["a-b-CROWN_result"] in ("holds", "violated"))
     return out
 
 

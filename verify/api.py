@@ -291,6 +291,14 @@ def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: 
         a, b = spec.unsafe[i]
         return float(np.max(bounds.spec_bounds(a)[0] - b)) if a.size else np.inf
 
+    confirmed: list[Counterexample] = []
+
+    def check(x: np.ndarray) -> bool:  # BaB's candidates are re-checked here, once
+        cex = _confirm(network, spec, x)
+        if cex is not None:
+            confirmed.append(cex)
+        return cex is not None
+
     order = sorted(clauses, key=key)
     for n, i in enumerate(order):
         if spec.unsafe[i][0].size == 0:
@@ -299,16 +307,12 @@ def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: 
         if time.perf_counter() >= stop:
             still.extend(order[n:])
             break
-        out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states,
-                         check=lambda x: _confirm(network, spec, x) is not None)
+        out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states, check=check)
         stats["bab"].append({"clause": i, "status": out.status, **out.stats})
-        if out.status == "falsified":
-            cex = _confirm(network, spec, out.x)
-            if cex is not None:
-                timings["bab"] = time.perf_counter() - tbab
-                return ("falsified", cex), still
-            still.append(i)
-        elif out.status != "verified":
+        if out.status == "falsified":  # only after check() accepted the candidate
+            timings["bab"] = time.perf_counter() - tbab
+            return ("falsified", confirmed[-1]), still
+        if out.status != "verified":
             still.extend(order[n:])
             break
     timings["bab"] = time.perf_counter() - tbab

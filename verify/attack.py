@@ -25,14 +25,9 @@ __all__ = ["pgd_attack", "spec_loss"]
 
 def spec_loss(spec: Spec, y: torch.Tensor) -> torch.Tensor:
     """Per-sample violation loss (<= 0 means the output is unsafe), shape (batch,)."""
-    losses = []
-    for a, b in spec.unsafe:
-        if a.size == 0:
-            return torch.full((y.shape[0],), -1.0, dtype=y.dtype)
-        at = torch.as_tensor(a, dtype=y.dtype)
-        bt = torch.as_tensor(b, dtype=y.dtype)
-        losses.append((y @ at.T - bt).max(dim=1).values)
-    return torch.stack(losses, dim=1).min(dim=1).values
+    if any(a.size == 0 for a, _ in spec.unsafe):  # a clause without rows: every output is unsafe
+        return torch.full((y.shape[0],), -1.0, dtype=y.dtype)
+    return _clause_losses(spec, y).min(dim=1).values
 
 
 def pgd_attack(net, spec: Spec, restarts: int = 32, steps: int = 50, seed: int = 0,

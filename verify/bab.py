@@ -104,6 +104,7 @@ class _Backsub:
         self.x_lo = torch.as_tensor(x_lo, dtype=torch.float64)
         self.x_up = torch.as_tensor(x_up, dtype=torch.float64)
         self.x_mag = torch.maximum(self.x_lo.abs(), self.x_up.abs())
+        self.size0 = self.x_mag @ tnet.absW[0].T + tnet.absb[0]  # |W_0| max|x| + |b_0|: terms of z_0
 
     def lower(self, relax: list, k: int, coef: torch.Tensor, const: torch.Tensor, err: torch.Tensor,
               width0: int, keep: int | None = None, alphas: list | None = None, betas: list | None = None,
@@ -136,8 +137,7 @@ class _Backsub:
             coef = pos * low_slope + neg * s_up.unsqueeze(1)
             if betas is not None and betas[j] is not None:
                 coef = coef - betas[j].clamp(min=0) * signs[j].unsqueeze(1)
-            size_j = (self.x_mag @ t.absW[0].T + t.absb[0]).expand_as(z_mag) if j == 0 else (
-                relax[j - 1][4] @ t.absW[j].T + t.absb[j])
+            size_j = self.size0 if j == 0 else relax[j - 1][4] @ t.absW[j].T + t.absb[j]
             err = err + (coef.abs() * (z_mag + size_j).unsqueeze(1)).sum(-1)
             const = const + coef @ t.b[j]
             coef = coef @ t.W[j]
@@ -147,9 +147,9 @@ class _Backsub:
         return low - gamma * err, x_star, kept
 
 
-def _layer_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], start: int) -> bool:
+def _layer_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], start: int) -> None:
     """Recompute, in place, the bounds of ReLU layers ``start..`` of a batch of domains with CROWN and
-    intersect them with the stored ones. Returns False if nothing changed shape (always True)."""
+    intersect them with the stored ones."""
     t = bs.t
     n_relu = len(lo)
     relax = [_relax(lo[j], up[j]) for j in range(n_relu)]
@@ -168,7 +168,6 @@ def _layer_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], 
         lo[m][:, rows] = new_lo
         up[m][:, rows] = new_up
         relax[m] = _relax(lo[m], up[m])
-    return True
 
 
 def _clause_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], a_mat: np.ndarray,
@@ -191,7 +190,6 @@ def _clause_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor],
     alphas = betas = None
     if iters > 0:
         alphas = [r[0].unsqueeze(1).expand(B, R, -1).clone().requires_grad_(True) for r in relax]
-        betas = None
         params = list(alphas)
         if signs is not None:
             betas = [torch.zeros(B, R, s.shape[1], dtype=torch.float64, requires_grad=True) for s in signs]
@@ -364,12 +362,13 @@ def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, i
     if x is not None:
         return done("falsified", x)
     queue = queue.pick(open_)
+    max_open = min(MAX_DOMAINS, MAX_DOMAIN_BYTES // (24 * int(offsets[-1]) or 1))
     last_batch = time.perf_counter() - t0  # the root's bounding: a first estimate of a batch's cost
     while len(queue):
         # a batch that would end after the deadline is not started (on large networks one takes seconds)
         if time.perf_counter() + last_batch > deadline:
             return done("timeout", open=len(queue))
-        if len(queue) > min(MAX_DOMAINS, MAX_DOMAIN_BYTES // (24 * int(offsets[-1]) or 1)):
+        if len(queue) > max_open:
             return done("timeout", open=len(queue), reason="domain limit")
         # linear regions (no unstable neuron left): an exact LP each
         if not bool(queue.splittable.all()):
