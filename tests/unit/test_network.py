@@ -328,5 +328,5 @@ def test_from_onnx(tmp_path: Path) -> None:
 def test_from_onnx_missing_file(tmp_path: Path) -> None:
     from verify.errors import OnnxFileNotFoundError
 
-    with pytest.raises(OnnxFileNotFoundError):
+    with pytest.raises(OnnxFileNotFoundError, match=r"nope\.onnx' does not exist"):
         ReluNetwork.from_onnx(tmp_path / "nope.onnx")

@@ -366,7 +366,7 @@ def test_input_shape_errors() -> None:
     with torch.no_grad():
         x = torch.from_numpy(_rand(3, 12, 1))
         assert torch.equal(net(x.reshape(3, 1, 3, 4)), net(x))
-    with pytest.raises(InputShapeError):
+    with pytest.raises(InputShapeError, match=r"expects \(N, 12, 1\).*pass a tensor of shape"):
         load_onnx(_mlp(), input_layout="exact")(torch.zeros(3, 12))
     with pytest.raises(ModelError, match="input_layout"):
         load_onnx(_mlp(), input_layout="nhwc")  # type: ignore[arg-type]
