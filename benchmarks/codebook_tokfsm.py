@@ -1,6 +1,6 @@
 """Codebook features on TokFSM (issue: codebook). One run measures every figure of the issue:
 
-1. the base TokFSM model (4 layers, d_model 128, 4 heads, d_mlp 512; cached by ``codebook.tokfsm.pretrained``):
+1. the base TokFSM model (4 layers, d_model 128, 4 heads, d_mlp 512; cached by ``probe.zoo.tokfsm.pretrained``):
    transition accuracy of sampled generations;
 2. per-head attention codebooks on ``blocks.L.attn.hook_z`` (one codebook per head, all heads in one batched
    matmul) plus MLP-output codebooks on ``blocks.L.hook_mlp_out``, all layers, ``--n-codes`` codes each, k=1,
@@ -43,8 +43,9 @@ from codebook import (
     site_names,
 )
 from codebook.cli import save_tokfsm_run
-from codebook.tokfsm import TokFSM, TokFSMConfig, evaluate, lm_loss, make_model, pretrained, train_model
-from codebook.tokfsm import TrainConfig as BaseConfig
+from probe.data.tokfsm import TokFSM, TokFSMConfig
+from probe.zoo.tokfsm import TokFSMTrainConfig as BaseConfig
+from probe.zoo.tokfsm import evaluate, lm_loss, make_model, pretrained, train_model
 
 QUICK_ARCH = {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_head": 16, "d_mlp": 64}
 

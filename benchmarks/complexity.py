@@ -34,8 +34,8 @@ from _common import write_result
 from torch import nn
 
 from probe import complexity, data
-from probe.models import load_reference
-from verify.onnx_io import load_vnncomp
+from probe.zoo.reference import load_reference
+from probe.zoo.vnncomp import load_vnncomp
 
 SUBJECTS = ["mnist-mlp", "mnist-cnn", "cifar10-vgg", "mnist-256x2", "mnist-256x4", "mnist-256x6"]
 LAYER_BETAS = [0.05, 0.1, 0.15, 0.2]
@@ -146,7 +146,7 @@ def part_layers(args) -> None:
         "title": "Feature complexity per layer (iterative feature merging, exact rule)",
         "notes": ["Layer = the feature group of a Linear/Conv2d's outputs, named by that module; output layer "
                   "excluded (never merged). Complexity = features left after merging at the given beta.",
-                  "mnist-256xN are the VNN-COMP 2021 ONNX networks loaded with verify.onnx_io.load_vnncomp."],
+                  "mnist-256xN are the VNN-COMP 2021 ONNX networks loaded with probe.graph.onnx.load_vnncomp."],
         "tables": [{"caption": "width and feature complexity per layer", "columns": list(rows[0]), "rows": rows}],
     })
 
@@ -244,7 +244,7 @@ def _median_measure(model: nn.Module, repeats: int = 3) -> tuple[float, dict]:
 
 
 def part_speed(args) -> None:
-    import probe._complexity_merge as merge_mod
+    import probe.complexity.merge as merge_mod
 
     rows = []
     original = merge_mod.Merger.merge

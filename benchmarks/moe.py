@@ -30,7 +30,7 @@ import torch
 from _common import seed_model_cache, write_result
 
 from probe import data, moe
-from probe._moe_partition import (
+from probe.moe.partition import (
     activation_partition,
     balanced_assignment,
     coactivation_graph,
@@ -97,13 +97,14 @@ def speed(repeats: int) -> dict:
 def _subject(name: str):
     """(model, fit loader, eval loader, n_experts, task callable or True, extra metric callable)."""
     if name == "mnist":
-        from probe.models import train_reference
+        from probe.zoo.reference import train_reference
 
         model = train_reference("mnist-mlp", verbose=False)
         fit = data.make_loader(data.load_mnist("train").subset(8192), batch_size=1024)
         test = data.make_loader(data.load_mnist("test"), batch_size=2000)
         return model, fit, test, 16, None
-    from codebook.tokfsm import TokFSM, evaluate, pretrained
+    from probe.data.tokfsm import TokFSM
+    from probe.zoo.tokfsm import evaluate, pretrained
 
     act = name.split("-", 1)[1]
     seed_model_cache()
@@ -216,7 +217,7 @@ def main() -> None:
                  f" (target >= 95% of dense)",
                  "MNIST task = test accuracy; TokFSM task = next-token accuracy on 128 held-out sequences "
                  "(many next tokens are genuinely random: the FSM has 10 successors per state), plus the "
-                 "transition accuracy of generated sequences (codebook.tokfsm.evaluate)"]
+                 "transition accuracy of generated sequences (probe.zoo.tokfsm.evaluate)"]
         tables = [
             {"caption": "Oracle coverage of positive activation mass by the top 25% of experts",
              "columns": list(res["cov_rows"][0]), "rows": res["cov_rows"]},
@@ -227,7 +228,7 @@ def main() -> None:
         ]
         if res["extra_rows"]:
             tables.append({"caption": f"TokFSM transition accuracy of generated sequences ({N_TRANSITION_SAMPLES} "
-                           "samples, codebook.tokfsm.evaluate)",
+                           "samples, probe.zoo.tokfsm.evaluate)",
                            "columns": list(res["extra_rows"][0]), "rows": res["extra_rows"]})
         write_result(f"moe_{part}", command.replace(" ".join(args.parts), part),
                      {"title": f"Emergent MoE on {part}", "notes": notes, "tables": tables,

@@ -27,7 +27,7 @@ import torch
 from _common import write_result
 
 from probe import data, nap
-from verify.onnx_io import load_vnncomp
+from probe.zoo.vnncomp import load_vnncomp
 
 DELTAS = [1.0, 0.99, 0.95, 0.85]
 

@@ -23,9 +23,9 @@ from _common import write_result
 
 import verify
 from probe import data, nap
-from probe._paths import data_root
+from probe.core.paths import data_root
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 from verify.network import ReluNetwork
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp
 from verify.solvers import solver_versions
 
 

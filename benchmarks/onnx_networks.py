@@ -21,9 +21,10 @@ import torch
 from _common import write_result
 
 from probe import data
-from probe._paths import data_root
-from probe.models import evaluate
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp, run_reference
+from probe.core.paths import data_root
+from probe.graph.onnx import run_reference
+from probe.zoo.reference import evaluate
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 
 TARGET = {"mnist-256x2": 1.00, "mnist-256x4": 1.00, "mnist-256x6": 0.99,
           "cifar10-small": 0.61, "cifar10-medium": 0.77, "cifar10-large": 0.78}

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/tokfsm_base.py [--device cuda] [--repeats 1] [--copy-to DIR]
 
-Trains through ``codebook.tokfsm.pretrained`` (so the models land in the neurospec cache where every other
+Trains through ``probe.zoo.tokfsm.pretrained`` (so the models land in the neurospec cache where every other
 part of the project finds them), then measures transition accuracy (512 sampled sequences), first-transition
 accuracy and next-state top-10 overlap. ``--copy-to`` also copies the cached model folders (for bringing
 GPU-trained models back to a CPU machine).
@@ -22,8 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-from codebook.tokfsm import TokFSM, TrainConfig, evaluate, pretrained
-from probe._paths import cache_dir
+from probe.core.paths import cache_dir
+from probe.data.tokfsm import TokFSM
+from probe.zoo.tokfsm import TokFSMTrainConfig as TrainConfig
+from probe.zoo.tokfsm import evaluate, pretrained
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
 
-from probe.models import train_reference
+from probe.zoo.reference import train_reference
 
 # (accuracy, seconds) targets of the issues; cifar10-vgg (the feature-complexity subject) has none.
 TARGETS = {"mnist-mlp": (0.98, 180), "mnist-cnn": (0.98, None), "cifar10-cnn": (0.75, 1200),

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, write_result
 
-from probe._paths import data_root
+from probe.core.paths import data_root
 from verify.cli import read_results, result_row, run_instance, write_results
 from verify.solvers import solver_versions
 

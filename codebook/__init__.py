@@ -6,7 +6,7 @@ fine-tune the model), find what codes mean, and steer the model by forcing, abla
 
 Example:
     >>> from codebook import CodebookConfig, attach, site_names, init_codebooks, train, TrainConfig
-    >>> from codebook.tokfsm import TokFSM, pretrained, lm_loss              # doctest: +SKIP
+    >>> from probe.data.tokfsm import TokFSM; from probe.zoo.tokfsm import pretrained, lm_loss              # doctest: +SKIP
     >>> model, fsm = pretrained(), TokFSM()                                   # doctest: +SKIP
     >>> cbs = attach(model, site_names(model), CodebookConfig(n_codes=1000))  # doctest: +SKIP
     >>> init_codebooks(model, cbs, [fsm.sample(512, seed=1)[:, :-1]])         # doctest: +SKIP

@@ -40,7 +40,7 @@ from torch import nn
 
 from codebook.errors import CodebookConfigError, NonFiniteActivationError, SiteShapeError, UnknownHookError
 from codebook.layer import CodebookConfig, CodebookLayer
-from probe.errors import ModelError
+from probe.core.errors import ModelError
 
 __all__ = ["ATTR", "CODES_HOOK_SUFFIX", "Codebooks", "attach", "attached", "codes_hook_name", "detach",
            "get_codebooks", "site_names"]

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_codebook_commands", "load_tokfsm_run", "save_tokfsm_run"]
+__all__ = ["add_commands", "load_tokfsm_run", "save_tokfsm_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ def save_tokfsm_run(directory: str | Path, model: Any, cbs: Any, info: dict[str,
     """Save a fine-tuned TokFSM model with its codebooks: ``model.safetensors`` + ``config.json`` (the TokFSM
     model format), ``codebooks.safetensors`` + ``codebooks.json``, and ``run.json`` (``info``)."""
     from codebook.io import save_codebooks
-    from codebook.tokfsm import save_model
-    from probe._io import write_json
+    from probe.core.artifacts import write_json
+    from probe.zoo.tokfsm import save_model
 
     directory = Path(directory)
     save_model(model, directory, {"codebook_run": True})
@@ -37,7 +37,7 @@ def save_tokfsm_run(directory: str | Path, model: Any, cbs: Any, info: dict[str,
 def load_tokfsm_run(directory: str | Path, device: str = "cpu") -> tuple[Any, Any]:
     """Load what :func:`save_tokfsm_run` wrote: ``(model, codebooks)``."""
     from codebook.io import load_codebooks
-    from codebook.tokfsm import load_model
+    from probe.zoo.tokfsm import load_model
 
     model = load_model(directory, device=device)
     return model, load_codebooks(model, directory)
@@ -48,9 +48,10 @@ def _cmd_train_tokfsm(args: argparse.Namespace) -> int:
 
     from codebook.attach import site_names
     from codebook.layer import CodebookConfig
-    from codebook.tokfsm import TokFSM, evaluate, pretrained
-    from codebook.tokfsm import TrainConfig as BaseConfig
     from codebook.train import TrainConfig, codebook_metrics, fit_tokfsm
+    from probe.data.tokfsm import TokFSM
+    from probe.zoo.tokfsm import TokFSMTrainConfig as BaseConfig
+    from probe.zoo.tokfsm import evaluate, pretrained
 
     fsm = TokFSM()
     model = pretrained(args.act_fn, device=args.device, config=BaseConfig(steps=args.base_steps, seed=args.seed),
@@ -82,7 +83,7 @@ def _cmd_train_tokfsm(args: argparse.Namespace) -> int:
 
 def _cmd_steer(args: argparse.Namespace) -> int:
     from codebook.steer import fsm_state_steering
-    from codebook.tokfsm import TokFSM
+    from probe.data.tokfsm import TokFSM
 
     model, _ = load_tokfsm_run(args.run, device=args.device)
     sites = None if not args.sites else [s.strip() for s in args.sites.split(",") if s.strip()]
@@ -94,7 +95,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_codebook_commands(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register ``codebook train-tokfsm`` and ``codebook steer`` on the ``neurospec`` sub-parser collection."""
     cb = sub.add_parser("codebook", help="codebook features: train VQ bottlenecks in transformers, steer with codes")
     cb_sub = cb.add_subparsers(dest="codebook_command", required=True)

@@ -2,14 +2,14 @@
 
 Example:
     >>> from codebook.errors import CodebookError, UnknownHookError
-    >>> from probe.errors import NeurospecError
+    >>> from probe.core.errors import NeurospecError
     >>> issubclass(CodebookError, NeurospecError) and issubclass(UnknownHookError, CodebookError)
     True
 """
 
 from __future__ import annotations
 
-from probe.errors import InvalidParameterError, NeurospecError
+from probe.core.errors import InvalidParameterError, NeurospecError
 
 __all__ = [
     "CheckpointMismatchError",

@@ -30,8 +30,8 @@ from torch import nn
 from codebook.attach import Codebooks, attach, get_codebooks
 from codebook.errors import CheckpointMismatchError
 from codebook.layer import CodebookConfig
-from probe._io import FORMAT_VERSION, read_tensors, write_json, write_tensors
-from probe.errors import DataNotFoundError
+from probe.core.artifacts import FORMAT_VERSION, read_tensors, write_json, write_tensors
+from probe.core.errors import DataNotFoundError
 
 __all__ = ["dataclass_from_dict", "load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
            "save_model_weights"]

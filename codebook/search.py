@@ -34,7 +34,7 @@ from torch import nn
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, UnknownHookError
 from codebook.io import dataclass_from_dict, read_json
-from probe._io import write_json
+from probe.core.artifacts import write_json
 
 __all__ = ["ClassMatch", "LabelSearchResult", "collect_activations", "collect_codes", "regex_labels",
            "search_by_labels", "search_by_regex"]

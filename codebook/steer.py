@@ -32,8 +32,8 @@ from torch import nn
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, CodeIdError
 from codebook.io import dataclass_from_dict, read_json
-from probe._io import write_json
-from probe.errors import InvalidParameterError
+from probe.core.artifacts import write_json
+from probe.core.errors import InvalidParameterError
 
 __all__ = ["SteeringResult", "ablate_codes", "force_codes", "fsm_state_steering", "generate_with_codes",
            "patch_codes", "record_codes"]
@@ -417,7 +417,7 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
 
     Args:
         model: a TokFSM model with codebooks attached.
-        fsm: the :class:`~codebook.tokfsm.TokFSM`.
+        fsm: the :class:`~probe.data.tokfsm.TokFSM`.
         n_pairs: (A, B) pairs.
         n_samples: sampled next states per pair.
         prompt_states: states per prompt.

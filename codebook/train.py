@@ -43,7 +43,8 @@ from codebook.io import (
     model_fingerprint,
     read_json,
 )
-from probe._io import read_tensors, write_json, write_tensors
+from probe.core.artifacts import read_tensors, write_json, write_tensors
+from probe.core.training import lr_factor
 
 __all__ = ["CodebookMetrics", "TrainConfig", "TrainResult", "codebook_metrics", "init_codebooks",
            "next_token_loss", "train"]
@@ -272,13 +273,6 @@ class TrainResult:
         return ax
 
 
-def _lr_factor(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _optimizer(model: nn.Module, cbs: Codebooks, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -411,7 +405,7 @@ def train(model: nn.Module, cbs: Codebooks, data: Batches, config: TrainConfig |
     bar = tqdm(range(start, cfg.steps), desc="codebook train", disable=not verbose, initial=start, total=cfg.steps)
     try:
         for step in bar:
-            factor = _lr_factor(step, cfg)
+            factor = lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             tokens = _batch(data, step).to(device, non_blocking=True)
@@ -474,8 +468,8 @@ def fit_tokfsm(model: nn.Module, fsm: Any, sites: Sequence[str], config: Any, tr
     the model fine-tuned jointly unless ``train_config.freeze_model``).
 
     Args:
-        model: a trained TokFSM transformer (:func:`codebook.tokfsm.pretrained`).
-        fsm: the :class:`~codebook.tokfsm.TokFSM`.
+        model: a trained TokFSM transformer (:func:`probe.zoo.tokfsm.pretrained`).
+        fsm: the :class:`~probe.data.tokfsm.TokFSM`.
         sites: hook names (e.g. :func:`codebook.attach.site_names`).
         config: a :class:`~codebook.layer.CodebookConfig` (or mapping site -> config).
         train_config: :class:`TrainConfig`.
@@ -491,7 +485,7 @@ def fit_tokfsm(model: nn.Module, fsm: Any, sites: Sequence[str], config: Any, tr
         >>> cbs, res = fit_tokfsm(model, fsm, site_names(model), CodebookConfig(n_codes=1000))   # doctest: +SKIP
     """
     from codebook.attach import attach
-    from codebook.tokfsm import lm_loss
+    from probe.zoo.tokfsm import lm_loss
 
     device = _device_of(model)
     cbs = attach(model, sites, config, seed=seed, example_input=torch.full((1, 2), 10, device=device))

@@ -32,8 +32,8 @@ def run_demo(root: str | os.PathLike[str] | None = None, verbose: bool = True) -
         A short human-readable report.
     """
     from probe import data, nap
-    from probe.models import evaluate, train_reference
-    from verify.onnx_io import load_vnncomp
+    from probe.zoo.reference import evaluate, train_reference
+    from probe.zoo.vnncomp import load_vnncomp
 
     lines = ["neurospec demo", "=============="]
     t0 = time.perf_counter()
@@ -77,7 +77,7 @@ def run_demo(root: str | os.PathLike[str] | None = None, verbose: bool = True) -
                      f"{st.mean_coverage():.3f}  mean precision {st.mean_precision():.3f}")
 
     import verify
-    from probe._paths import data_root
+    from probe.core.paths import data_root
     from verify.network import ReluNetwork
     from verify.vnnlib import read_vnnlib
 

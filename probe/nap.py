@@ -9,7 +9,7 @@ are unconstrained. Counting is streamed: memory is O(classes x neurons), whateve
 
 Example:
     >>> from probe import data, nap
-    >>> from probe.models import train_reference
+    >>> from probe.zoo import train_reference
     >>> model = train_reference("mnist-mlp")                                   # doctest: +SKIP
     >>> naps = nap.mine(model, data.make_loader(data.load_mnist("train")), delta=0.99)  # doctest: +SKIP
     >>> naps.sizes()                                                           # doctest: +SKIP
@@ -32,9 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from probe._capture import ReluRecorder, ReluSites, find_relus
-from probe._io import atomic_write_bytes
-from probe.errors import DataError, InvalidParameterError, ModelError
+from probe.core.artifacts import atomic_write_bytes
+from probe.core.device import resolve_device
+from probe.core.errors import DataError, InvalidParameterError, ModelError
+from probe.core.progress import progress
+from probe.graph.relus import ReluRecorder, ReluSites, find_relus
 
 __all__ = ["NAPSet", "NAPStats", "mine"]
 
@@ -55,26 +57,9 @@ def _delta_fraction(delta: float) -> Fraction:
     return frac
 
 
-def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    params = [p for p in model.parameters()] + [b for b in model.buffers()]
-    model_dev = params[0].device if params else torch.device("cpu")
-    if device is None:
-        return model_dev
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidParameterError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameterError(f"device={device!r} but CUDA is not available here; use device='cpu'")
-    if params and model_dev.type != dev.type:
-        raise ModelError(
-            f"the model's parameters are on {model_dev} but device={str(dev)!r}; move the model with "
-            f"model.to({str(dev)!r}) or pass device={str(model_dev)!r}"
-        )
-    return dev
 
 
-def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor):
         x, y = batch[0], batch[1]
         y = torch.as_tensor(y)
@@ -90,14 +75,6 @@ def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _iterate(loader: Iterable[Any], verbose: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    try:
-        total = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    return tqdm(loader, total=total, disable=not verbose, desc=desc, leave=False)
 
 
 class _Runner:
@@ -106,7 +83,7 @@ class _Runner:
     def __init__(self, model: nn.Module, layers: Sequence[str] | None, device: str | torch.device | None) -> None:
         self.model = model
         self.sites: ReluSites = find_relus(model).select(None if layers is None else list(layers))
-        self.device = _resolve_device(model, device)
+        self.device = resolve_device(model, device)
         self.shapes: dict[str, tuple[int, ...]] = {}
 
     def batches(self, loader: Iterable[Any], verbose: bool, desc: str,
@@ -127,8 +104,8 @@ class _Runner:
             with torch.no_grad(), ReluRecorder(self.sites, check_finite=False) as rec:
                 rec.on_state = on_state
                 seen = 0
-                for batch in _iterate(loader, verbose, desc):
-                    x, y = _unpack(batch)
+                for batch in progress(loader, verbose, desc):
+                    x, y = _inputs_and_labels(batch)
                     if len(x) == 0:
                         continue
                     if x.device != self.device:
@@ -462,7 +439,7 @@ def mine(
 
     Args:
         model: a classifier (logits as output) with ReLUs (``nn.ReLU`` modules or traceable ``F.relu`` calls);
-            ONNX networks from :func:`verify.onnx_io.load_onnx` work as they are.
+            ONNX networks from :func:`probe.graph.onnx.load_onnx` work as they are.
         loader: yields ``(inputs, labels)`` batches, e.g. ``probe.data.make_loader(dataset)``.
         delta: threshold in (0.5, 1]; 1 gives the most refined NAP.
         layers: ReLU layer names to record (default: every ReLU).

@@ -10,7 +10,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    from probe._paths import data_root as resolve
+    from probe.core.paths import data_root as resolve
 
     return resolve()
 

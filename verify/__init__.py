@@ -16,7 +16,7 @@ Modules:
     verify.properties  the Spec type: robustness, NAP robustness, NAP non-ambiguity
     verify.vnnlib      VNN-LIB reader
     verify.result      VerificationResult and VNN-COMP result strings
-    verify.onnx_io     ONNX networks as torch modules
+    probe.graph.onnx     ONNX networks as torch modules
 """
 
 from verify.api import nap_ambiguity, nap_robustness, verify

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import InvalidParameterError
+from probe.core.errors import InvalidParameterError
 from verify.errors import NetworkError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
 from verify.result import Counterexample, VerificationResult

@@ -14,9 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-from probe._io import atomic_write_bytes
+from probe.core.artifacts import atomic_write_bytes
 
-__all__ = ["FIELDS", "add_verify_commands", "read_results", "result_row", "run_instance", "write_results"]
+__all__ = ["FIELDS", "add_commands", "read_results", "result_row", "run_instance", "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_verify_commands(sub) -> None:
+def add_commands(sub) -> None:
     """Register ``verify`` and ``verify-batch`` on the ``neurospec`` sub-parser collection."""
     from verify.solvers import SOLVERS
 

@@ -1,15 +1,22 @@
-"""Exception hierarchy of ``verify``.
+"""Exception hierarchy of ``verify`` (ONNX import errors come from :mod:`probe.core.errors` and are
+re-exported here, since ``verify`` users meet them first).
 
 Example:
-    >>> from verify.errors import UnsupportedOperatorError
-    >>> from probe.errors import NeurospecError
-    >>> issubclass(UnsupportedOperatorError, NeurospecError)
+    >>> from verify.errors import SpecError
+    >>> from probe.core.errors import NeurospecError
+    >>> issubclass(SpecError, NeurospecError)
     True
 """
 
 from __future__ import annotations
 
-from probe.errors import InputShapeError, NeurospecError
+from probe.core.errors import (
+    InputShapeError,
+    NeurospecError,
+    OnnxError,
+    OnnxFileNotFoundError,
+    UnsupportedOperatorError,
+)
 
 __all__ = [
     "InputShapeError",
@@ -26,18 +33,6 @@ __all__ = [
 
 class VerifyError(NeurospecError):
     """Base class of ``verify`` errors."""
-
-
-class OnnxError(VerifyError, ValueError):
-    """An ONNX file is missing, corrupt or not a network neurospec can import."""
-
-
-class UnsupportedOperatorError(OnnxError):
-    """An ONNX node uses an operator (or an attribute of it) that neurospec does not import."""
-
-
-class OnnxFileNotFoundError(OnnxError, FileNotFoundError):
-    """An ONNX file does not exist."""
 
 
 class SpecError(VerifyError, ValueError):

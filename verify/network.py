@@ -3,7 +3,7 @@
 A :class:`ReluNetwork` is ``y = W_L relu(... relu(W_0 x + b_0) ...) + b_L`` in float64 numpy: a ReLU after
 every affine layer but the last. It is what the bound computations (:mod:`verify.bounds`) and the MILP
 encoding work on. :meth:`ReluNetwork.from_torch` extracts it from any torch model whose ReLUs are
-``nn.ReLU`` modules or traceable ``F.relu`` calls (found by :func:`probe._capture.find_relus`, so the ReLU
+``nn.ReLU`` modules or traceable ``F.relu`` calls (found by :func:`probe.graph.relus.find_relus`, so the ReLU
 layer names are the ones NAP mining uses) and whose parts between ReLUs are affine (linear and
 convolutional layers, batch norm in eval mode, average pooling, flattening, reshaping, input normalisation,
 ...): each such part is measured in float64 on the unit vectors, then checked to really be affine.
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from probe._capture import ReluRecorder, ReluSites, find_relus
-from probe.errors import ModelError
+from probe.core.errors import ModelError
+from probe.graph.relus import ReluRecorder, ReluSites, find_relus
 from verify.errors import NetworkError
 
 __all__ = ["ReluNetwork"]
@@ -256,7 +256,7 @@ class ReluNetwork:
         input_shape: per-sample shape the source takes (for ONNX, the file's own layout, e.g. ``(784, 1)``
             or ``(32, 32, 3)``).
         relu_names: the ReLU layer names, in execution order (for torch models, the names
-            :func:`probe._capture.find_relus` gives them, so ``NAPSet.layers`` map onto ReLU indices).
+            :func:`probe.graph.relus.find_relus` gives them, so ``NAPSet.layers`` map onto ReLU indices).
         source: the torch module (a float32, eval-mode copy of the model given to :meth:`from_torch`).
         source_path: the ONNX file, or ``None``.
 
@@ -437,7 +437,7 @@ class ReluNetwork:
         return y[0] if single else y
 
     def run_onnx(self, x: np.ndarray) -> np.ndarray | None:
-        """Run the source ONNX file with onnxruntime (:func:`verify.onnx_io.run_reference`).
+        """Run the source ONNX file with onnxruntime (:func:`probe.graph.onnx.run_reference`).
 
         Args:
             x: inputs ``(n, n_inputs)`` or ``(n_inputs,)``, reshaped to ``(n, *input_shape)``.
@@ -454,7 +454,7 @@ class ReluNetwork:
         """
         if self.source_path is None:
             return None
-        from verify.onnx_io import run_reference
+        from probe.graph.onnx import run_reference
 
         a, single = self._inputs(x)
         out = run_reference(self.source_path, a.astype(np.float32).reshape(a.shape[0], *self.input_shape))
@@ -481,7 +481,7 @@ class ReluNetwork:
             input_shape: the per-sample input shape the model takes, e.g. ``(1, 28, 28)``.
 
         Returns:
-            The network; ``relu_names`` are the names :func:`probe._capture.find_relus` gives the ReLUs, in
+            The network; ``relu_names`` are the names :func:`probe.graph.relus.find_relus` gives the ReLUs, in
             execution order; ``source`` is a float32 eval-mode copy of ``model``.
 
         Raises:
@@ -539,7 +539,7 @@ class ReluNetwork:
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike[str] | Any) -> ReluNetwork:
-        """Load an ONNX network (:func:`verify.onnx_io.load_onnx`, ``input_layout="exact"``) and extract it.
+        """Load an ONNX network (:func:`probe.graph.onnx.load_onnx`, ``input_layout="exact"``) and extract it.
 
         Args:
             path: an ``.onnx`` file (or an ``onnx.ModelProto``, then ``source_path`` is ``None``).
@@ -550,7 +550,7 @@ class ReluNetwork:
 
         Raises:
             OnnxFileNotFoundError: the file does not exist.
-            OnnxError: the file cannot be imported (see :func:`verify.onnx_io.load_onnx`).
+            OnnxError: the file cannot be imported (see :func:`probe.graph.onnx.load_onnx`).
             NetworkError: as :meth:`from_torch`.
 
         Example:
@@ -558,7 +558,7 @@ class ReluNetwork:
             >>> net.input_shape, net.relu_sizes  # doctest: +SKIP
             ((784, 1), [256, 256])
         """
-        from verify.onnx_io import load_onnx
+        from probe.graph.onnx import load_onnx
 
         module = load_onnx(path, input_layout="exact")
         net = cls.from_torch(module, module.input_shape)

@@ -10,8 +10,8 @@ import torch
 
 from probe import complexity, data
 from probe.cli import main
-from probe.models import train_reference
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp
+from probe.zoo.reference import train_reference
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import torch
 
 from probe import data, moe
 from probe.cli import main
-from probe.models import train_reference
+from probe.zoo.reference import train_reference
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,8 @@ def test_mnist_mlp_experts_beat_random_and_all_experts_is_dense(data_root):
 
 
 def test_tokfsm_transformer_trained_briefly():
-    from codebook.tokfsm import TokFSM, make_model, train_model
+    from probe.data.tokfsm import TokFSM
+    from probe.zoo.tokfsm import make_model, train_model
 
     fsm = TokFSM()
     model = make_model("gelu", n_layers=1, d_model=32, d_mlp=64, n_heads=2)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from probe import data, nap
-from probe.models import train_reference
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp
+from probe.zoo.reference import train_reference
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probe._paths import data_root
+from probe.core.paths import data_root
+from probe.graph.onnx import load_onnx, run_reference
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS
 from verify.bounds import crown_bounds, interval_bounds, output_bounds
 from verify.network import ReluNetwork
-from verify.onnx_io import VNNCOMP_NETWORKS, load_onnx, run_reference
 
 pytestmark = pytest.mark.integration
 

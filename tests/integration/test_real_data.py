@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probe._paths import data_root
+from probe.core.paths import data_root
 from probe.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,

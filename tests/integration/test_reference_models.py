@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe import models
+from probe.zoo import reference as models
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ import pytest
 
 import verify
 from probe import data, nap
+from probe.graph.onnx import run_reference
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 from verify.cli import run_instance
 from verify.network import ReluNetwork
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp, run_reference
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""verify.onnx_io on the six VNN-COMP 2021 networks and ERAN's 100 test images, against onnxruntime."""
+"""probe.graph.onnx on the six VNN-COMP 2021 networks and ERAN's 100 test images, against onnxruntime."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from probe._paths import data_root
-from verify.onnx_io import VNNCOMP_NETWORKS, load_vnncomp, run_reference
+from probe.core.paths import data_root
+from probe.graph.onnx import run_reference
+from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probe._paths import data_root
+from probe.core.paths import data_root
 from verify.vnnlib import read_vnnlib
 
 pytestmark = pytest.mark.integration

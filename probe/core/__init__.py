@@ -1,0 +1,15 @@
+"""The foundation every package builds on. Nothing here knows about a particular method.
+
+- :mod:`probe.core.errors`: the exception hierarchy (every error neurospec raises on purpose);
+- :mod:`probe.core.artifacts`: atomic safetensors + JSON artifacts with one version stamp;
+- :mod:`probe.core.paths`: the data root and the cache folder;
+- :mod:`probe.core.validate`: argument checks shared by the public functions;
+- :mod:`probe.core.device`: resolving a ``device`` argument;
+- :mod:`probe.core.training`: the learning-rate schedule and optimizer checkpoints shared by the training
+  loops.
+
+Example:
+    >>> from probe.core.errors import NeurospecError, DataNotFoundError
+    >>> issubclass(DataNotFoundError, NeurospecError)
+    True
+"""

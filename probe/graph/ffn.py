@@ -1,0 +1,221 @@
+"""FFN layers of torch and TransformerLens models: discovery, weights and hooks (private helpers of probe.moe).
+
+An FFN site is ``h = act(W_in x + b_in)``, ``y = W_out h + b_out``. Its pre-activation ``z`` and
+post-activation ``h`` are observed and ``h`` is replaced through forward hooks:
+
+* TransformerLens (``TransformerBridge``) models: ``blocks.L.mlp.hook_pre`` (z) and ``blocks.L.mlp.hook_post``
+  (h); the site is named ``blocks.L.mlp``; weights come from the MLP bridge's ``in``/``out`` linear bridges
+  (HF ``Conv1D`` weights, stored transposed, are recognised).
+* torch models: every activation module (``nn.ReLU``, ``nn.GELU``, ``nn.SiLU``) that sits between two
+  ``nn.Linear`` modules in an ``nn.Sequential`` (a Linear-act-Linear block); the site is named by the
+  activation module's qualified name (as ``probe.nap`` names ReLU layers) and one forward hook sees z and h.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from probe.core.errors import ModelError
+
+#: activation functions whose experts can be scored by positive post-activation mass (they are ~0 or
+#: slightly negative for negative pre-activations).
+SUPPORTED_ACTS = ("relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu")
+
+_TORCH_ACTS: dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "silu"}
+_OTHER_TORCH_ACTS = (nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.Softplus, nn.Hardtanh, nn.Mish,
+                     nn.Hardswish, nn.SELU, nn.CELU, nn.PReLU, nn.Softsign, nn.Tanhshrink, nn.Identity)
+
+
+class UnsupportedActivationError(ModelError):
+    """The FFN's activation function cannot be split into experts by this method (the message names it)."""
+
+
+Hook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]
+
+
+@dataclass
+class FFNSite:
+    """One FFN layer: its name, activation, sizes, weights and the modules whose hooks see z and h."""
+
+    name: str
+    act: str
+    w_in: torch.Tensor  # (d_ff, d_in)
+    b_in: torch.Tensor  # (d_ff,)
+    w_out: torch.Tensor  # (d_out, d_ff)
+    b_out: torch.Tensor  # (d_out,)
+    pre_module: nn.Module
+    post_module: nn.Module
+    in_module: nn.Module | None = None  # a module whose forward *input* is the FFN input x (torch: Linear in)
+    in_is_output: bool = False  # TL: x is the *output* of ``in_module`` (mlp.hook_in)
+    handles: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def d_ff(self) -> int:
+        return int(self.w_in.shape[0])
+
+    @property
+    def separate_pre(self) -> bool:
+        return self.pre_module is not self.post_module
+
+    def check_supported(self) -> None:
+        if self.act not in SUPPORTED_ACTS:
+            raise UnsupportedActivationError(
+                f"FFN layer {self.name!r} uses activation {self.act!r}, which probe.moe cannot split into experts: "
+                f"experts are scored by their positive post-activation mass, which needs an activation that is "
+                f"(about) zero for negative inputs; supported: {list(SUPPORTED_ACTS)}. Choose other layers=..."
+            )
+
+    def hook(self, fn: Hook) -> list[Any]:
+        """Call ``fn(z, h)`` on every forward pass; a tensor it returns replaces h. Returns the hook handles."""
+        slot: dict[str, torch.Tensor] = {}
+
+        def pre(_m: nn.Module, _inputs: tuple[Any, ...], out: torch.Tensor) -> None:
+            slot["z"] = out
+
+        def pre_input(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            # an in-place activation overwrites its input: keep a copy of z then
+            slot["z"] = inputs[0].clone() if getattr(module, "inplace", False) else inputs[0]
+
+        def post(_m: nn.Module, _inputs: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
+            z = slot.pop("z", None)
+            if z is None:
+                raise ModelError(f"{self.name}: the activation ran without its pre-activation hook")
+            return fn(z, out)
+
+        if not self.separate_pre:
+            return [self.post_module.register_forward_pre_hook(pre_input), self.post_module.register_forward_hook(post)]
+        return [self.pre_module.register_forward_hook(pre), self.post_module.register_forward_hook(post)]
+
+
+def is_transformerlens(model: nn.Module) -> bool:
+    return hasattr(model, "cfg") and hasattr(model, "hook_dict") and hasattr(model, "blocks")
+
+
+def _linear_weight(module: nn.Module, d_ff: int, into_ff: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight as (out, in), bias) of a Linear / LinearBridge / HF Conv1D, oriented by ``d_ff``."""
+    inner = getattr(module, "original_component", module)
+    weight = inner.weight.detach()
+    bias = getattr(inner, "bias", None)
+    if type(inner).__name__ == "Conv1D":  # HF GPT-2 style: weight is (in, out)
+        weight = weight.T
+    elif weight.ndim == 2 and ((into_ff and weight.shape[0] != d_ff) or (not into_ff and weight.shape[1] != d_ff)):
+        weight = weight.T
+    out_dim = weight.shape[0]
+    b = bias.detach() if bias is not None else torch.zeros(out_dim, dtype=weight.dtype, device=weight.device)
+    return weight, b
+
+
+def _tl_sites(model: nn.Module) -> dict[str, FFNSite]:
+    cfg = model.cfg
+    act = str(getattr(cfg, "act_fn", None))
+    if getattr(cfg, "gated_mlp", False):
+        act = f"gated {act} (gated_mlp=True)"
+    sites: dict[str, FFNSite] = {}
+    for i, block in enumerate(model.blocks):
+        mlp = getattr(block, "mlp", None)
+        name = f"blocks.{i}.mlp"
+        if mlp is None or f"{name}.hook_pre" not in model.hook_dict or f"{name}.hook_post" not in model.hook_dict:
+            continue
+        subs = dict(mlp.named_children())
+        lin_in = subs.get("in") or subs.get("fc_in") or subs.get("c_fc")
+        lin_out = subs.get("out") or subs.get("fc_out") or subs.get("c_proj")
+        if lin_in is None or lin_out is None:
+            continue
+        d_ff = int(cfg.d_mlp)
+        w_in, b_in = _linear_weight(lin_in, d_ff, into_ff=True)
+        w_out, b_out = _linear_weight(lin_out, d_ff, into_ff=False)
+        sites[name] = FFNSite(name, act, w_in, b_in, w_out, b_out, model.hook_dict[f"{name}.hook_pre"],
+                              model.hook_dict[f"{name}.hook_post"], in_module=model.hook_dict.get(f"{name}.hook_in"),
+                              in_is_output=True)
+    return sites
+
+
+def _torch_act_name(module: nn.Module) -> str | None:
+    if type(module) in _TORCH_ACTS:
+        return _TORCH_ACTS[type(module)]
+    if isinstance(module, nn.GELU):
+        return "gelu_new" if getattr(module, "approximate", "none") == "tanh" else "gelu"
+    if isinstance(module, _OTHER_TORCH_ACTS):
+        return type(module).__name__.lower()
+    return None
+
+
+def _torch_sites(model: nn.Module) -> dict[str, FFNSite]:
+    sites: dict[str, FFNSite] = {}
+    for prefix, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        children = list(seq.named_children())
+        for j in range(1, len(children) - 1):
+            (_, before), (cname, act_mod), (_, after) = children[j - 1], children[j], children[j + 1]
+            act = _torch_act_name(act_mod)
+            if act is None or not (isinstance(before, nn.Linear) and isinstance(after, nn.Linear)):
+                continue
+            name = f"{prefix}.{cname}" if prefix else cname
+            b_in = before.bias.detach() if before.bias is not None else torch.zeros(before.out_features)
+            b_out = after.bias.detach() if after.bias is not None else torch.zeros(after.out_features)
+            sites[name] = FFNSite(name, act, before.weight.detach(), b_in, after.weight.detach(), b_out,
+                                  act_mod, act_mod, in_module=before)
+    return sites
+
+
+def find_ffns(model: nn.Module) -> dict[str, FFNSite]:
+    """All FFN sites of ``model`` (supported activation or not), in model order."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model must be a torch.nn.Module or a TransformerLens model, got {type(model).__name__}")
+    return _tl_sites(model) if is_transformerlens(model) else _torch_sites(model)
+
+
+def _normalise_name(model: nn.Module, layer: Any, names: list[str]) -> str:
+    tl = is_transformerlens(model)
+    if isinstance(layer, bool) or not isinstance(layer, (int, str)):
+        raise ModelError(f"layers must hold ints or str names; got {layer!r} ({type(layer).__name__})")
+    if isinstance(layer, int):
+        if tl:
+            return f"blocks.{layer}.mlp"
+        if 0 <= layer < len(names):
+            return names[layer]
+        raise ModelError(f"layer index {layer} is out of range: the model has {len(names)} FFN layers {names}")
+    for suffix in (".hook_pre", ".hook_post", ".hook_in", ".hook_out"):
+        if tl and layer.endswith(suffix):
+            return layer[: -len(suffix)]
+    return layer
+
+
+def select_sites(model: nn.Module, layers: Sequence[Any] | None) -> list[FFNSite]:
+    """The FFN sites named by ``layers`` (``None``: every FFN layer).
+
+    Raises:
+        ModelError: no FFN at a given name (the message lists the FFN layers), or the model has none.
+        UnsupportedActivationError: a selected layer's activation cannot be handled.
+    """
+    sites = find_ffns(model)
+    names = list(sites)
+    what = ("blocks.L.mlp (or the int L; hook names blocks.L.mlp.hook_pre/hook_post are accepted)"
+            if is_transformerlens(model) else "the name of the activation module of a Linear-act-Linear block "
+            "inside an nn.Sequential")
+    if not names:
+        raise ModelError(f"{type(model).__name__} has no FFN layer: probe.moe looks for {what}")
+    if layers is None:
+        chosen = names
+    else:
+        if isinstance(layers, (str, int)):
+            layers = [layers]
+        chosen = [_normalise_name(model, layer, names) for layer in layers]
+        missing = [c for c in chosen if c not in sites]
+        if missing:
+            raise ModelError(f"no FFN layer at {missing}; this model's FFN layers are {names} (layers are named by "
+                             f"{what})")
+        if not chosen:
+            raise ModelError(f"layers=[] selects nothing; choose among {names} or pass None for all")
+        if len(set(chosen)) != len(chosen):
+            raise ModelError(f"layers {chosen} name a layer twice")
+    out = [sites[c] for c in chosen]
+    for site in out:
+        site.check_supported()
+    return out

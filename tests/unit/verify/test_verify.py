@@ -1,0 +1,211 @@
+"""verify(): soundness against exact oracles on tiny networks, counterexample re-checks, timeouts, bad input.
+
+The oracle enumerates every activation pattern of the hidden ReLUs and solves one LP per pattern with
+scipy's own LP solver (independent of PuLP/CBC): the property is violated iff some pattern's polytope
+(inside the box, consistent with the pattern) reaches an unsafe clause.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog
+from torch import nn
+
+import verify
+from probe.core.errors import InvalidParameterError
+from verify.errors import NetworkError, SolverError, SpecError
+from verify.network import ReluNetwork
+from verify.properties import Spec, robustness
+
+
+def _net(seed: int, widths=(2, 5, 4, 3)) -> ReluNetwork:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return ReluNetwork.from_torch(nn.Sequential(*layers), (widths[0],))
+
+
+def _oracle(net: ReluNetwork, spec: Spec) -> bool:
+    """True iff some input of the box maps into some unsafe clause (exact, by pattern enumeration)."""
+    sizes = net.relu_sizes
+    n = net.n_inputs
+    for pattern in itertools.product([0, 1], repeat=sum(sizes)):
+        # Affine map of each layer's pre-activation as a function of x under this pattern.
+        m, c = np.eye(n), np.zeros(n)
+        a_ub, b_ub = [], []
+        offset = 0
+        for k, size in enumerate(sizes):
+            zm, zc = net.weights[k] @ m, net.weights[k] @ c + net.biases[k]
+            p = np.array(pattern[offset : offset + size])
+            offset += size
+            for j in range(size):
+                if p[j]:  # active: z >= 0  ->  -z <= 0
+                    a_ub.append(-zm[j])
+                    b_ub.append(zc[j])
+                else:  # inactive: z <= 0
+                    a_ub.append(zm[j])
+                    b_ub.append(-zc[j])
+            m, c = zm * p[:, None], zc * p
+        ym, yc = net.weights[-1] @ m, net.weights[-1] @ c + net.biases[-1]
+        for a, b in spec.unsafe:
+            rows_a = [*a_ub, *(a @ ym)]
+            rows_b = [*b_ub, *(b - a @ yc)]
+            res = linprog(np.zeros(n), A_ub=np.array(rows_a), b_ub=np.array(rows_b),
+                          bounds=list(zip(spec.lower, spec.upper, strict=True)), method="highs")
+            if res.status == 0:
+                return True
+    return False
+
+
+def _random_spec(net: ReluNetwork, rng: np.random.Generator) -> Spec:
+    centre = rng.uniform(-1, 1, net.n_inputs)
+    eps = rng.uniform(0.05, 0.8)
+    with torch.no_grad():
+        label = int(np.argmax(net.forward(centre.reshape(1, -1))[0]))
+    return robustness(centre, eps, label, net.n_outputs, domain=(-2, 2))
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+@pytest.mark.parametrize("seed", range(12))
+def test_agrees_with_pattern_enumeration_oracle(seed, solver):
+    net = _net(seed)
+    spec = _random_spec(net, np.random.default_rng(seed))
+    truth = _oracle(net, spec)
+    res = verify.verify(net, spec, solver=solver, timeout=30)
+    assert res.status in ("verified", "falsified"), res
+    assert (res.status == "falsified") == truth, (res.status, res.method, truth)
+    if res.status == "falsified":
+        cex = res.counterexample
+        assert spec.contains(cex.x) and spec.violated_by(cex.y_source)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_milp_alone_agrees_with_oracle(seed):
+    # No attack: every answer comes from bounds or the MILP.
+    net = _net(100 + seed, widths=(3, 6, 5, 4))
+    spec = _random_spec(net, np.random.default_rng(seed))
+    res = verify.verify(net, spec, timeout=30, attack=False)
+    assert (res.status == "falsified") == _oracle(net, spec)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_verified_never_meets_a_sampled_violation(seed):
+    net = _net(200 + seed, widths=(4, 8, 8, 3))
+    rng = np.random.default_rng(seed)
+    spec = _random_spec(net, rng)
+    res = verify.verify(net, spec, timeout=30)
+    pts = rng.uniform(spec.lower, spec.upper, size=(20_000, net.n_inputs))
+    ys = net.forward(pts)
+    sampled_violation = any(spec.violated_by(y) for y in ys)
+    if res.status == "verified":
+        assert not sampled_violation
+    if sampled_violation:
+        assert res.status == "falsified"
+
+
+def test_nap_states_constrain_the_milp():
+    net = _net(7, widths=(2, 6, 3))
+    spec = Spec(np.full(2, -1.0), np.full(2, 1.0), [(np.array([[1.0, -1.0, 0.0]]), np.zeros(1))])
+    free = verify.verify(net, spec, timeout=30, attack=False)
+    # Fixing every hidden neuron to the state it has at one point leaves only inputs in that linear region.
+    x0 = np.zeros((1, 2))
+    z = net.pre_activations(x0)[0][0]
+    fixed = Spec(spec.lower, spec.upper, spec.unsafe, relu_states={0: (z > 0, z <= 0)})
+    res = verify.verify(net, fixed, timeout=30)
+    assert res.status in ("verified", "falsified")
+    if res.status == "falsified":
+        pre = net.pre_activations(res.counterexample.x.reshape(1, -1))[0][0]
+        assert np.all(pre[z > 0] > 0) and np.all(pre[z <= 0] <= 0)
+    if free.status == "verified":
+        assert res.status == "verified"
+
+
+def test_result_strings():
+    net = _net(1)
+    spec = _random_spec(net, np.random.default_rng(1))
+    res = verify.verify(net, spec, timeout=30)
+    text = res.vnncomp_text()
+    assert text.splitlines()[0] in ("sat", "unsat")
+    if res.status == "falsified":
+        assert "(X_0 " in text and "(Y_0 " in text
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_timeout_and_solver():
+    net = _net(0)
+    spec = _random_spec(net, np.random.default_rng(0))
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(InvalidParameterError, match="timeout"):
+            verify.verify(net, spec, timeout=bad)
+    with pytest.raises(SolverError, match="gurobi"):
+        verify.verify(net, spec, solver="gurobi")
+
+
+def test_spec_size_mismatch_and_empty_box():
+    net = _net(0)
+    with pytest.raises(SpecError, match="3 inputs but the network has 2"):
+        verify.verify(net, robustness(np.zeros(3), 0.1, 0, 3), timeout=5)
+    with pytest.raises(SpecError, match="empty input box"):
+        Spec(np.array([1.0, 0.0]), np.array([0.0, 1.0]), [(np.ones((1, 3)), np.zeros(1))])
+
+
+def test_not_a_relu_network():
+    with pytest.raises(NetworkError, match="ReluNetwork"):
+        verify.verify(nn.Linear(2, 2), robustness(np.zeros(2), 0.1, 0, 2), timeout=5)
+
+
+def test_missing_solver_says_how_to_install(monkeypatch):
+    import verify.solvers as solvers
+
+    monkeypatch.setattr(solvers, "available_solvers", lambda: ["cbc"])
+    net = _net(0)
+    with pytest.raises(SolverError, match="pip install highspy"):
+        verify.verify(net, _random_spec(net, np.random.default_rng(0)), solver="highs", timeout=5)
+
+
+def test_timeout_is_reported_not_answered():
+    # A deep network with a wide box cannot be settled in 0.3 s: the answer must be timeout (or a real
+    # counterexample from the attack), never "verified".
+    net = _net(5, widths=(10, 40, 40, 40, 40, 2))
+    spec = robustness(np.zeros(10), 1.0, 0, 2, domain=(-1, 1))
+    res = verify.verify(net, spec, timeout=0.3, attack=False)
+    assert res.status in ("timeout", "falsified"), res
+    assert res.timings["total"] < 5
+
+
+# ---------------------------------------------------------------- shared bounds
+def test_shared_bounds_give_the_same_answers_and_tighten_once():
+    from verify.bounds import BoxBounds
+
+    net = _net(11, widths=(3, 5, 4, 4))
+    spec = robustness(np.zeros(3), 0.9, 0, 4, domain=(-1, 1))
+    shared = BoxBounds(net, spec.lower, spec.upper)
+    for j in (1, 2, 3):
+        one = robustness(np.zeros(3), 0.9, 0, 4, domain=(-1, 1), targets=[j])
+        alone = verify.verify(net, one, timeout=30, attack=False)
+        with_shared = verify.verify(net, one, timeout=30, attack=False, bounds=shared)
+        assert with_shared.stats["shared_bounds"]
+        assert alone.status == with_shared.status == ("falsified" if _oracle(net, one) else "verified")
+    first, stats = shared.tightened()
+    lps = stats["lps"]
+    again, stats = shared.tightened()
+    assert stats["complete"] and stats["lps"] == lps and again is first  # computed once, then reused
+
+
+def test_shared_bounds_of_another_box_are_refused():
+    from verify.bounds import BoxBounds
+
+    net = _net(0)
+    spec = _random_spec(net, np.random.default_rng(0))
+    other = BoxBounds(net, spec.lower - 0.1, spec.upper)
+    with pytest.raises(SpecError, match="BoxBounds computed for this network"):
+        verify.verify(net, spec, timeout=5, bounds=other, attack=False)
+    with pytest.raises(SpecError, match="BoxBounds"):
+        verify.verify(net, spec, timeout=5, bounds="not bounds", attack=False)
