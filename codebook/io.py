@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -30,7 +29,8 @@ from torch import nn
 from codebook.attach import Codebooks, attach, get_codebooks
 from codebook.errors import CheckpointMismatchError
 from codebook.layer import CodebookConfig
-from probe.core.artifacts import FORMAT_VERSION, read_tensors, write_json, write_tensors
+from probe.core.artifacts import FORMAT_VERSION, check_stamp, read_tensors, stamp, write_json, write_tensors
+from probe.core.artifacts import read_json as read_artifact
 from probe.core.errors import DataNotFoundError
 
 __all__ = ["dataclass_from_dict", "load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
@@ -51,17 +51,20 @@ def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read one of our JSON files; a missing file is a :class:`DataNotFoundError`, an unknown format version a
-    :class:`CheckpointMismatchError`."""
+def read_json(path: str | os.PathLike[str], kind: str | None = None) -> dict[str, Any]:
+    """Read one of our JSON files; a missing file is a :class:`DataNotFoundError`, a damaged one a
+    :class:`CorruptDataError`, an unknown format version a :class:`CheckpointMismatchError`. With ``kind``, a
+    file that carries a ``format`` stamp must be of that kind (:func:`probe.core.artifacts.check_stamp`)."""
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"{str(path)!r} does not exist; pass the directory written by the save call")
-    data = json.loads(path.read_text())
+    data = read_artifact(path)
     version = data.get("neurospec_format_version")
     if version != FORMAT_VERSION:
         raise CheckpointMismatchError(f"{str(path)!r} has format version {version!r}; this neurospec reads "
                                       f"version {FORMAT_VERSION}")
+    if kind is not None and "format" in data:
+        check_stamp(data, kind, path)
     return data
 
 
@@ -125,7 +128,7 @@ def save_codebooks(cbs: Codebooks, directory: str | os.PathLike[str]) -> Path:
     directory = Path(directory)
     tensors, meta = codebooks_state(cbs)
     write_tensors(directory / "codebooks.safetensors", tensors)
-    write_json(directory / "codebooks.json", meta)
+    write_json(directory / "codebooks.json", {**stamp("codebooks"), **meta})
     return directory
 
 
@@ -147,7 +150,7 @@ def load_codebooks(model: nn.Module, directory: str | os.PathLike[str]) -> Codeb
         >>> cbs = load_codebooks(model, "runs/tokfsm")   # doctest: +SKIP
     """
     directory = Path(directory)
-    meta = read_json(directory / "codebooks.json")
+    meta = read_json(directory / "codebooks.json", "codebooks")
     fp_saved, fp_now = meta.get("model", {}), model_fingerprint(model)
     diff = {k: (fp_saved[k], fp_now.get(k)) for k in fp_saved if fp_saved[k] != fp_now.get(k)}
     if diff:
@@ -177,7 +180,7 @@ def save_model_weights(model: nn.Module, directory: str | os.PathLike[str], extr
     directory = Path(directory)
     state = {k: v for k, v in _state(model).items() if not k.startswith("codebooks.")}
     write_tensors(directory / "model.safetensors", state)
-    write_json(directory / "model.json", {"model": model_fingerprint(model), **(extra or {})})
+    write_json(directory / "model.json", {**stamp("codebook-model"), "model": model_fingerprint(model), **(extra or {})})
     return directory
 
 
@@ -191,7 +194,7 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> n
         >>> load_model_weights(make_model(), "runs/tokfsm")   # doctest: +SKIP
     """
     directory = Path(directory)
-    read_json(directory / "model.json")
+    read_json(directory / "model.json", "codebook-model")
     tensors = read_tensors(directory / "model.safetensors")
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("codebooks.")}
     _check_shapes("model weights", expected, tensors, directory)

@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from torch import nn
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, UnknownHookError
 from codebook.io import dataclass_from_dict, read_json
-from probe.core.artifacts import write_json
+from probe.core.artifacts import stamp, write_json
 
 __all__ = ["ClassMatch", "LabelSearchResult", "collect_activations", "collect_codes", "regex_labels",
            "search_by_labels", "search_by_regex"]
@@ -163,15 +164,15 @@ class LabelSearchResult:
                 "average_recall": self.average_recall, "neuron_average_precision": self.neuron_average_precision,
                 "share_beating_neuron": self.share_beating_neuron, "share_matching_neuron": self.share_matching_neuron}
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Version-stamped JSON."""
-        write_json(path, {"kind": "codebook.LabelSearchResult", "matches": [asdict(m) for m in self.matches],
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write version-stamped JSON; returns the path."""
+        return write_json(path, {**stamp("codebook-search"), "matches": [asdict(m) for m in self.matches],
                           "purity": self.purity, "n_positions": self.n_positions})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LabelSearchResult:
         """Read a result written by :meth:`save`."""
-        data = read_json(path)
+        data = read_json(path, "codebook-search")
         return cls([dataclass_from_dict(ClassMatch, m) for m in data["matches"]],
                    data["purity"], int(data["n_positions"]))
 

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 from codebook.attach import Codebooks, codes_hook_name, get_codebooks
 from codebook.errors import CodebookConfigError, CodeIdError
 from codebook.io import dataclass_from_dict, read_json
-from probe.core.artifacts import write_json
+from probe.core.artifacts import stamp, write_json
 from probe.core.errors import InvalidParameterError
 
 __all__ = ["SteeringResult", "ablate_codes", "force_codes", "fsm_state_steering", "generate_with_codes",
@@ -341,14 +342,14 @@ class SteeringResult:
     sites: list[str] = field(default_factory=list)
     positions: str = "last"
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Version-stamped JSON."""
-        write_json(path, {"kind": "codebook.SteeringResult", **asdict(self)})
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write version-stamped JSON; returns the path."""
+        return write_json(path, {**stamp("codebook-steering"), **asdict(self)})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SteeringResult:
         """Read a result written by :meth:`save`."""
-        return dataclass_from_dict(cls, read_json(path))
+        return dataclass_from_dict(cls, read_json(path, "codebook-steering"))
 
     def plot(self, ax: Any = None) -> Any:
         """Histogram of per-pair steering success."""

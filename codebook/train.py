@@ -43,7 +43,7 @@ from codebook.io import (
     model_fingerprint,
     read_json,
 )
-from probe.core.artifacts import read_tensors, write_json, write_tensors
+from probe.core.artifacts import read_tensors, stamp, write_json, write_tensors
 from probe.core.training import lr_factor
 
 __all__ = ["CodebookMetrics", "TrainConfig", "TrainResult", "codebook_metrics", "init_codebooks",
@@ -249,14 +249,14 @@ class TrainResult:
     config: dict[str, Any]
     dead_codes_replaced: int = 0
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the result as version-stamped JSON."""
-        write_json(path, {"kind": "codebook.TrainResult", **asdict(self)})
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result as version-stamped JSON; returns the path."""
+        return write_json(path, {**stamp("codebook-train"), **asdict(self)})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainResult:
         """Read a result written by :meth:`save`."""
-        return dataclass_from_dict(cls, read_json(path))
+        return dataclass_from_dict(cls, read_json(path, "codebook-train"))
 
     def plot(self, ax: Any = None) -> Any:
         """Task and codebook loss against step (matplotlib axes)."""
@@ -309,14 +309,14 @@ def _save_checkpoint(directory: Path, model: nn.Module, cbs: Codebooks, opt: tor
               for g in opt_state["param_groups"]]
     write_tensors(directory / "checkpoint.safetensors", tensors)
     write_json(directory / "checkpoint.json", {
-        "kind": "codebook.checkpoint", "step": step, "train_config": asdict(cfg), "codebooks": cb_meta,
+        **stamp("codebook-checkpoint"), "step": step, "train_config": asdict(cfg), "codebooks": cb_meta,
         "model": model_fingerprint(model), "optimizer": {"param_groups": groups, "scalars": scalars},
         "history": history})
 
 
 def _load_checkpoint(directory: Path, model: nn.Module, cbs: Codebooks, opt: torch.optim.Optimizer
                      ) -> tuple[int, list[dict[str, float]]]:
-    meta = read_json(directory / "checkpoint.json")
+    meta = read_json(directory / "checkpoint.json", "codebook-checkpoint")
     fp = model_fingerprint(model)
     diff = {k: (v, fp.get(k)) for k, v in meta.get("model", {}).items() if v != fp.get(k)}
     if diff:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probe.core.artifacts import atomic_write_bytes
+from probe.core.artifacts import atomic_write_bytes, check_stamp, read_json, stamp
 from probe.core.device import resolve_device
 from probe.core.errors import DataError, InvalidParameterError, ModelError
 from probe.core.progress import progress
@@ -42,7 +42,7 @@ __all__ = ["NAPSet", "NAPStats", "mine"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "neurospec.nap/1"
+_KIND = "nap"
 
 
 def _delta_fraction(delta: float) -> Fraction:
@@ -351,7 +351,7 @@ class NAPSet:
                 "active": [torch.nonzero(r).flatten().tolist() for r in self.active[layer]],
                 "inactive": [torch.nonzero(r).flatten().tolist() for r in self.inactive[layer]],
             })
-        return {"format": _FORMAT, "delta": self.delta, "only_correct": self.only_correct,
+        return {**stamp(_KIND), "delta": self.delta, "only_correct": self.only_correct,
                 "class_names": self.class_names, "source": self.source, "n_samples": self.n_samples.tolist(),
                 "layers": layers}
 
@@ -363,8 +363,7 @@ class NAPSet:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> NAPSet:
-        if obj.get("format") != _FORMAT:
-            raise DataError(f"not a neurospec NAP file (format {obj.get('format')!r}, expected {_FORMAT!r})")
+        check_stamp(obj, _KIND, what="neurospec NAP file")
         try:
             layers = [entry["name"] for entry in obj["layers"]]
             naps = cls(
@@ -388,14 +387,7 @@ class NAPSet:
         Raises:
             DataError: missing, unreadable or not a NAP file.
         """
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except FileNotFoundError as err:
-            raise DataError(f"NAP file {str(path)!r} does not exist") from err
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"NAP file {str(path)!r} is not valid JSON: {err}") from err
-        return cls.from_dict(obj)
+        return cls.from_dict(read_json(path, what="NAP file"))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NAPSet):

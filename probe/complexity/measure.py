@@ -53,7 +53,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -70,15 +69,15 @@ from torch import nn
 from probe.complexity.build import build_merged, check_output_shape, count_flops, count_params, resize_like
 from probe.complexity.graph import Analysis, analyse, is_onnx_module
 from probe.complexity.merge import RULES, Merger
-from probe.core.artifacts import read_tensors, write_json, write_tensors
+from probe.core.artifacts import check_stamp, read_json, read_tensors, stamp, write_json, write_tensors
 from probe.core.errors import DataError, InvalidParameterError, ModelError
 
 __all__ = ["RULES", "ComplexityReport", "GroupComplexity", "SweepPoint", "SweepResult", "measure", "sweep"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "neurospec.complexity/1"
-_SWEEP_FORMAT = "neurospec.complexity-sweep/1"
+_KIND = "complexity"
+_SWEEP_KIND = "complexity-sweep"
 _REPORT_JSON = "report.json"
 _MODEL_FILE = "merged_model.safetensors"
 _DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -243,13 +242,12 @@ class ComplexityReport:
         """JSON-ready dictionary (without the merged model's weights)."""
         out = {k: v for k, v in asdict(self).items() if k != "merged_model"}
         out["input_shape"] = list(self.input_shape)
-        return {"format": _FORMAT, **out}
+        return {**stamp(_KIND), **out}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> ComplexityReport:
         """Inverse of :meth:`to_dict`."""
-        if obj.get("format") != _FORMAT:
-            raise DataError(f"not a feature-complexity report (format {obj.get('format')!r}, expected {_FORMAT!r})")
+        check_stamp(obj, _KIND, what="feature-complexity report")
         try:
             groups = [GroupComplexity(**g) for g in obj["groups"]]
             return cls(beta=float(obj["beta"]), rule=obj["rule"], max_ratio=float(obj["max_ratio"]), groups=groups,
@@ -295,9 +293,9 @@ class ComplexityReport:
         """
         path = Path(folder) / _REPORT_JSON
         try:
-            obj = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"cannot read a feature-complexity report from {path}: {err}") from err
+            obj = read_json(path, what="feature-complexity report")
+        except DataError as err:
+            raise type(err)(f"cannot read a feature-complexity report from {path}: {err}") from err
         report = cls.from_dict(obj)
         weights = Path(folder) / _MODEL_FILE
         if model is not None:
@@ -356,7 +354,7 @@ class SweepResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {"format": _SWEEP_FORMAT, **asdict(self)}
+        return {**stamp(_SWEEP_KIND), **asdict(self)}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the sweep as version-stamped JSON."""
@@ -372,11 +370,10 @@ class SweepResult:
             DataError: missing or not a sweep file.
         """
         try:
-            obj = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"cannot read a complexity sweep from {path}: {err}") from err
-        if obj.get("format") != _SWEEP_FORMAT:
-            raise DataError(f"{path} is not a complexity sweep (format {obj.get('format')!r})")
+            obj = read_json(path, what="complexity sweep")
+        except DataError as err:
+            raise type(err)(f"cannot read a complexity sweep from {path}: {err}") from err
+        check_stamp(obj, _SWEEP_KIND, path, what="complexity sweep")
         try:
             points = [SweepPoint(**p) for p in obj["points"]]
             return cls(rule=obj["rule"], max_ratio=float(obj["max_ratio"]),

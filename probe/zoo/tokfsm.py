@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probe.core.artifacts import read_json, read_metadata, read_tensors, stamp, write_json, write_tensors
 from probe.core.errors import InvalidParameterError, ModelError
 from probe.core.training import lr_factor, optimizer_tensors, restore_optimizer
 from probe.data.tokfsm import BOS, VOCAB_SIZE, TokFSM
@@ -50,8 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "neurospec.tokfsm-model"
-FORMAT_VERSION = 1
+_KIND = "tokfsm-model"
 
 # ----------------------------------------------------------------------------------------------- the model
 
@@ -159,7 +158,6 @@ def train_model(
     """
     from tqdm.auto import tqdm
 
-    from probe.core.artifacts import read_metadata, read_tensors, write_tensors
 
     cfg = dataclasses.replace(config or TokFSMTrainConfig(), **overrides)
     if device is not None:
@@ -198,7 +196,7 @@ def train_model(
             bar.set_postfix(loss=f"{value:.3f}")
             if checkpoint is not None:
                 write_tensors(checkpoint, {**_state_tensors(model), **optimizer_tensors(opt)},
-                              {"step": str(step + 1), "format": FORMAT})
+                              {"step": str(step + 1), "format": stamp(_KIND)["format"]})
     model.eval()
     return model
 
@@ -219,13 +217,10 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], info: dict[s
         >>> load_model(d).cfg.d_model
         32
     """
-    from probe.core.artifacts import write_json, write_tensors
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_tensors(directory / "model.safetensors", dict(model.state_dict()), {"format": FORMAT})
-    write_json(directory / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                           "architecture": _arch(model), "info": info or {}})
+    write_tensors(directory / "model.safetensors", dict(model.state_dict()), {"format": stamp(_KIND)["format"]})
+    write_json(directory / "config.json", {**stamp(_KIND), "architecture": _arch(model), "info": info or {}})
     return directory
 
 
@@ -235,14 +230,12 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
     Raises:
         ModelError: missing or corrupt files, or weights that do not fit the stored architecture.
     """
-    from probe.core.artifacts import read_tensors
-
     directory = Path(directory)
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
     if not cfg_path.exists() or not weights.exists():
         raise ModelError(f"no TokFSM model in {directory}: expected config.json and model.safetensors")
     try:
-        meta = json.loads(cfg_path.read_text())
+        meta = read_json(cfg_path, _KIND, what="TokFSM model config")
         arch = dict(meta["architecture"])
         tensors = read_tensors(weights)
     except Exception as exc:  # safetensors raises its own error type for a damaged header
