@@ -42,7 +42,8 @@ setup() {
 }
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export NEUROSPEC_CACHE="${NEUROSPEC_CACHE:-$REPO/.neurospec-cache}"
+# Trained models are cached where the library caches them (probe.core.paths.cache_dir: $NEUROSPEC_CACHE,
+# else ~/.cache/neurospec), so the demo, the tests and the README's Python lines share one cache.
 export MPLBACKEND="${MPLBACKEND:-Agg}"
 
 cmd="${1:-}"; shift || true

@@ -53,17 +53,3 @@ def write_result(name: str, command: str, payload: dict[str, Any]) -> Path:
 
     render()
     return path
-
-
-def seed_model_cache() -> None:
-    """Copy the models shipped in benchmarks/models (TokFSM transformers trained on the lent H100 by
-    benchmarks/tokfsm_base.py) into the neurospec cache, so `probe.zoo.tokfsm.pretrained` finds them instead of
-    retraining on the CPU (~40 min each on 2 cores). Existing cache entries are left alone."""
-    import shutil
-
-    from probe.core.paths import cache_dir
-
-    for folder in sorted((Path(__file__).resolve().parent / "models").glob("*")):
-        dest = cache_dir() / folder.name
-        if folder.is_dir() and not (dest / "config.json").exists():
-            shutil.copytree(folder, dest, dirs_exist_ok=True)

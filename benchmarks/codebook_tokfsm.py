@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from _common import seed_model_cache, write_result
+from _common import write_result
 
 from codebook import (
     CodebookConfig,
@@ -151,7 +151,6 @@ def main() -> None:
         model = make_model("gelu", seed=args.seed, device=device, **QUICK_ARCH)
         train_model(model, fsm, BaseConfig(steps=base_steps, batch_size=batch, seed=args.seed), verbose=False)
     else:
-        seed_model_cache()
         model = pretrained("gelu", device=device, config=BaseConfig(steps=base_steps, seed=args.seed), verbose=True)
     model.to(device)
     base = evaluate(model, fsm, n_samples=eval_samples, seed=1, device=device)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from _common import seed_model_cache, write_result
+from _common import write_result
 
 from probe import data, moe
 from probe.moe.partition import (
@@ -107,7 +107,6 @@ def _subject(name: str):
     from probe.zoo.tokfsm import evaluate, pretrained
 
     act = name.split("-", 1)[1]
-    seed_model_cache()
     model = pretrained(act, verbose=True)
     model.eval()
     fsm = TokFSM()

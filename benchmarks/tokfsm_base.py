@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/tokfsm_base.py [--device cuda] [--repeats 1] [-
 Trains through ``probe.zoo.tokfsm.pretrained`` (so the models land in the neurospec cache where every other
 part of the project finds them), then measures transition accuracy (512 sampled sequences), first-transition
 accuracy and next-state top-10 overlap. ``--copy-to`` also copies the cached model folders (for bringing
-GPU-trained models back to a CPU machine).
+GPU-trained models back to a CPU machine, e.g. into ``probe/zoo/weights/``, where ``pretrained`` finds them).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
     for act in args.act_fns.split(","):
         t0 = time.perf_counter()
-        model = pretrained(act, device=args.device, verbose=False)
+        model = pretrained(act, device=args.device, verbose=False, use_shipped=False)
         load_or_train = time.perf_counter() - t0
         m = evaluate(model, fsm, n_samples=args.samples, seed=123, device=args.device)
         info = getattr(model, "info", {})

@@ -49,21 +49,34 @@ def _cmd_train_tokfsm(args: argparse.Namespace) -> int:
     from codebook.attach import site_names
     from codebook.layer import CodebookConfig
     from codebook.train import TrainConfig, codebook_metrics, fit_tokfsm
+    from probe.core.device import check_device
+    from probe.core.errors import InvalidParameterError
+    from probe.core.paths import check_output
+    from probe.core.validate import check_int
     from probe.data.tokfsm import TokFSM
     from probe.zoo.tokfsm import TokFSMTrainConfig as BaseConfig
     from probe.zoo.tokfsm import evaluate, pretrained
 
-    fsm = TokFSM()
-    model = pretrained(args.act_fn, device=args.device, config=BaseConfig(steps=args.base_steps, seed=args.seed),
-                       verbose=not args.quiet)
-    base = evaluate(model, fsm, n_samples=args.eval_samples, seed=1)
-    kinds = [k.strip() for k in args.sites.split(",") if k.strip()]
-    sites = site_names(model, kinds)
+    # Everything is validated before any work: settings, device, sites, output folder.
     cfg = CodebookConfig(n_codes=args.n_codes, k=args.k, similarity=args.similarity, commitment=args.commitment,
                          dead_code_every=args.dead_code_every)
+    cfg.validate()
     tcfg = TrainConfig(steps=args.steps, lr_codebook=args.lr_codebook, lr_model=args.lr_model,
                        freeze_model=args.freeze_model, warmup_steps=min(100, args.steps // 4), lr_schedule="cosine",
                        seed=args.seed)
+    base_cfg = BaseConfig(steps=args.base_steps, seed=args.seed)
+    check_int("--batch-size", args.batch_size, 1)
+    check_int("--eval-samples", args.eval_samples, 1)
+    check_device(args.device)
+    kinds = [k.strip() for k in args.sites.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if not kinds or unknown:
+        raise InvalidParameterError(f"--sites must be a comma-separated list of {list(KINDS)}; got {args.sites!r}")
+    check_output(args.out, folder=True)
+    fsm = TokFSM()
+    model = pretrained(args.act_fn, device=args.device, config=base_cfg, verbose=not args.quiet)
+    base = evaluate(model, fsm, n_samples=args.eval_samples, seed=1)
+    sites = site_names(model, kinds)
     cbs, result = fit_tokfsm(model, fsm, sites, cfg, tcfg, batch_size=args.batch_size, seed=args.seed,
                              checkpoint_dir=Path(args.out) / "checkpoint", resume=True, verbose=not args.quiet)
     after = evaluate(model, fsm, n_samples=args.eval_samples, seed=1)
@@ -83,8 +96,13 @@ def _cmd_train_tokfsm(args: argparse.Namespace) -> int:
 
 def _cmd_steer(args: argparse.Namespace) -> int:
     from codebook.steer import fsm_state_steering
+    from probe.core.device import check_device
+    from probe.core.paths import check_output
     from probe.data.tokfsm import TokFSM
 
+    check_device(args.device)
+    if args.json:
+        check_output(args.json)
     model, _ = load_tokfsm_run(args.run, device=args.device)
     sites = None if not args.sites else [s.strip() for s in args.sites.split(",") if s.strip()]
     res = fsm_state_steering(model, TokFSM(), n_pairs=args.pairs, n_samples=args.samples, sites=sites,

@@ -34,8 +34,9 @@ from torch import nn
 
 from probe.core.artifacts import atomic_write_bytes, check_stamp, read_json, stamp
 from probe.core.device import resolve_device
-from probe.core.errors import DataError, InvalidParameterError, ModelError
+from probe.core.errors import DataError, InputShapeError, InvalidParameterError, ModelError, NeurospecError
 from probe.core.progress import progress
+from probe.core.table import Table
 from probe.graph.relus import ReluRecorder, ReluSites, find_relus
 
 __all__ = ["NAPSet", "NAPStats", "mine"]
@@ -86,6 +87,21 @@ class _Runner:
         self.device = resolve_device(model, device)
         self.shapes: dict[str, tuple[int, ...]] = {}
 
+    def _forward(self, x: torch.Tensor, first: bool) -> torch.Tensor:
+        """Run the model; on the first batch, a shape error becomes an :class:`InputShapeError` naming the
+        input shape (the usual cause: a data set that does not match the model)."""
+        if not first:
+            return self.sites.module(x)
+        try:
+            return self.sites.module(x)
+        except (RuntimeError, ValueError) as err:
+            if isinstance(err, NeurospecError):
+                raise
+            raise InputShapeError(
+                f"the model cannot take the loader's inputs of shape {tuple(x.shape[1:])} (batch of {len(x)}): "
+                f"{str(err).splitlines()[0]}. Check that the data set matches the model (e.g. MNIST, 1x28x28, "
+                "for an MNIST network)") from err
+
     def batches(self, loader: Iterable[Any], verbose: bool, desc: str,
                 prepare: Callable[[torch.Tensor], None] | None = None,
                 on_state: Callable[[str, torch.Tensor], None] | None = None):
@@ -115,7 +131,7 @@ class _Runner:
                     if prepare is not None:
                         prepare(y)
                     rec.start()
-                    out = self.sites.module(x)
+                    out = self._forward(x, first=seen == 0)
                     missing = [s.name for s in self.sites.sites if s.name not in rec.states]
                     if missing:
                         raise ModelError(f"ReLU layers {missing} did not run in the forward pass; "
@@ -176,6 +192,19 @@ class NAPStats:
         """Precision averaged over the classes whose NAP some input follows."""
         return self._nanmean(self.precision)
 
+    def table(self) -> Table:
+        """Per class: inputs of the class, inputs following its NAP, coverage and precision (prints as a table)."""
+        rows = [{"class": c, "inputs": self.n_class[c], "following": self.n_follow[c],
+                 "coverage": self.coverage[c], "precision": self.precision[c]} for c in range(len(self.n_class))]
+        return Table(rows, title=f"NAP statistics at delta={self.delta}")
+
+    def __repr__(self) -> str:
+        return (f"NAPStats(delta={self.delta}, classes={len(self.n_class)}, inputs={sum(self.n_class)}, "
+                f"mean coverage={self.mean_coverage():.4f}, mean precision={self.mean_precision():.4f})")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "n_class": self.n_class, "n_follow": self.n_follow,
                 "n_follow_and_class": self.n_follow_and_class, "coverage": self.coverage,
@@ -198,6 +227,8 @@ class NAPSet:
         class_names: optional names of the classes.
         source: optional description of the mined model and data (e.g. ``{"onnx": path, "data": "mnist"}``),
             used by ``neurospec nap stats`` to find the model again.
+        model_relus: the names of every ReLU layer of the mined model (mined or not), recorded by :func:`mine`;
+            statistics and verification refuse a model whose ReLU layers differ.
     """
 
     delta: float
@@ -208,6 +239,7 @@ class NAPSet:
     only_correct: bool = True
     class_names: list[str] | None = None
     source: dict[str, Any] | None = None
+    model_relus: list[str] | None = None
 
     def __post_init__(self) -> None:
         frac = _delta_fraction(self.delta)
@@ -234,13 +266,30 @@ class NAPSet:
     def with_delta(self, delta: float) -> NAPSet:
         """The NAPs for another ``delta``, re-thresholded from the stored counts (no model run)."""
         return NAPSet(float(delta), list(self.layers), dict(self.shapes), self.counts, self.n_samples,
-                      self.only_correct, self.class_names, self.source)
+                      self.only_correct, self.class_names, self.source, self.model_relus)
 
     def sizes(self) -> dict[str, list[int]]:
         """Per class: number of constrained neurons (``total``), ``active`` and ``inactive`` ones."""
         act = [sum(int(self.active[layer][c].sum()) for layer in self.layers) for c in range(self.num_classes)]
         ina = [sum(int(self.inactive[layer][c].sum()) for layer in self.layers) for c in range(self.num_classes)]
         return {"active": act, "inactive": ina, "total": [a + b for a, b in zip(act, ina, strict=True)]}
+
+    def table(self) -> Table:
+        """Per class: counted samples and the NAP's active, inactive and total sizes (prints as a table)."""
+        sizes = self.sizes()
+        names = self.class_names or [str(c) for c in range(self.num_classes)]
+        rows = [{"class": names[c], "samples": int(self.n_samples[c]), "active": sizes["active"][c],
+                 "inactive": sizes["inactive"][c], "total": sizes["total"][c]} for c in range(self.num_classes)]
+        return Table(rows, title=f"NAPs at delta={self.delta} over {self.num_neurons()} neurons")
+
+    def __repr__(self) -> str:
+        sizes = self.sizes()["total"]
+        mean = sum(sizes) / len(sizes) if sizes else 0.0
+        return (f"NAPSet(delta={self.delta}, classes={self.num_classes}, layers={self.layers}, "
+                f"neurons={self.num_neurons()}, samples={int(self.n_samples.sum())}, mean NAP size={mean:.1f})")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
 
     def num_neurons(self) -> int:
         return sum(int(self.counts[layer].shape[1]) for layer in self.layers)
@@ -287,12 +336,35 @@ class NAPSet:
             return self.follows_states(rec.states).cpu()
         raise DataError("x is an empty batch")  # pragma: no cover - batches() raises first
 
+    def check_model(self, relu_names: Sequence[str], shapes: dict[str, tuple[int, ...]] | None = None,
+                    n_outputs: int | None = None) -> None:
+        """Refuse a model other than the mined one: its ReLU layer names (all of them, when the NAPs record
+        them), the per-sample shapes of the mined layers and the number of outputs must match.
+
+        Raises:
+            ModelError: the message names what differs and the recorded source of the NAPs.
+        """
+        mined_on = f" (the NAPs were mined on {self.source})" if self.source else ""
+        names = list(relu_names)
+        if self.model_relus is not None and names != list(self.model_relus):
+            raise ModelError(f"these NAPs were mined on a model with ReLU layers {list(self.model_relus)}, but this "
+                             f"model has {names}{mined_on}; pass the mined model")
+        missing = [layer for layer in self.layers if layer not in names]
+        if missing:
+            raise ModelError(f"the model has no ReLU layers {missing} (it has {names}); is it the mined model?"
+                             f"{mined_on}")
+        for layer, shape in (shapes or {}).items():
+            if layer in self.shapes and tuple(shape) != tuple(self.shapes[layer]):
+                raise ModelError(f"ReLU layer {layer!r} has shape {tuple(shape)} in this model but "
+                                 f"{tuple(self.shapes[layer])} in the NAPs{mined_on}; pass the mined model")
+        if n_outputs is not None and n_outputs != self.num_classes:
+            raise ModelError(f"the model has {n_outputs} outputs but the NAPs have {self.num_classes} classes"
+                             f"{mined_on}; pass the mined model")
+
     def _runner(self, model: nn.Module, device: str | torch.device | None) -> _Runner:
         runner = _Runner(model, None, device)
         names = [s.name for s in runner.sites.sites]
-        missing = [layer for layer in self.layers if layer not in names]
-        if missing:
-            raise ModelError(f"the model has no ReLU layers {missing} (it has {names}); is it the mined model?")
+        self.check_model(names)
         runner.sites = runner.sites.select(self.layers)
         return runner
 
@@ -316,7 +388,9 @@ class NAPSet:
         n_class = torch.zeros(c, dtype=torch.int64)
         n_follow = torch.zeros(len(variants), c, dtype=torch.int64)
         n_both = torch.zeros(len(variants), c, dtype=torch.int64)
-        for _, y, rec in runner.batches(loader, verbose, "NAP stats"):
+        for out, y, rec in runner.batches(loader, verbose, "NAP stats"):
+            if not n_class.any():
+                self.check_model([s.name for s in runner.sites.sites], rec.shapes, out.shape[-1])
             y = y.cpu()
             _check_labels(y, c)
             onehot = torch.nn.functional.one_hot(y, c).bool()
@@ -352,7 +426,8 @@ class NAPSet:
                 "inactive": [torch.nonzero(r).flatten().tolist() for r in self.inactive[layer]],
             })
         return {**stamp(_KIND), "delta": self.delta, "only_correct": self.only_correct,
-                "class_names": self.class_names, "source": self.source, "n_samples": self.n_samples.tolist(),
+                "class_names": self.class_names, "source": self.source, "model_relus": self.model_relus,
+                "n_samples": self.n_samples.tolist(),
                 "layers": layers}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -375,6 +450,7 @@ class NAPSet:
                 only_correct=bool(obj.get("only_correct", True)),
                 class_names=obj.get("class_names"),
                 source=obj.get("source"),
+                model_relus=obj.get("model_relus"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"corrupt NAP file: {err}") from err
@@ -516,7 +592,7 @@ def mine(
     assert n_samples is not None
     order = [s.name for s in runner.sites.sites]
     naps = NAPSet(float(delta), order, {k: runner.shapes[k] for k in order}, {k: counts[k] for k in order},
-                  n_samples, only_correct, class_names)
+                  n_samples, only_correct, class_names, model_relus=[site.name for site in find_relus(model).sites])
     for c in naps.empty_classes:
         logger.warning("class %d has no %s sample: its NAP is empty", c,
                        "correctly predicted" if only_correct else "")

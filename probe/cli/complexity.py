@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from probe.cli.common import data_loader, load_subject
+from probe.core.paths import check_output
 
 
 def _subject_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def _save(result, out: str | None) -> int:
 def _cmd_measure(args: argparse.Namespace) -> int:
     from probe import complexity
 
+    if args.out:
+        check_output(args.out, folder=True)
     model = load_subject(args)
     rep = complexity.measure(model, beta=args.beta, rule=args.rule, max_ratio=args.max_ratio,
                              input_shape=args.input_shape, verbose=not args.quiet)
@@ -45,6 +48,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from probe import complexity
 
+    if args.out:
+        check_output(args.out)
     model = load_subject(args)
     _, loader = data_loader(args, args.split)
     res = complexity.sweep(model, args.betas, loader, rule=args.rule, max_ratio=args.max_ratio,

@@ -6,6 +6,7 @@ import argparse
 
 from probe.cli.common import data_loader, load_subject
 from probe.core.errors import InvalidParameterError
+from probe.core.paths import check_output
 
 
 def _cmd_moe_detect(args: argparse.Namespace) -> int:
@@ -13,6 +14,7 @@ def _cmd_moe_detect(args: argparse.Namespace) -> int:
 
     from probe import moe
 
+    check_output(args.out, folder=True)
     if args.tokfsm:
         from probe.data.tokfsm import TokFSM
         from probe.zoo.tokfsm import pretrained

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from probe.cli.common import add_subject_args, data_loader, load_subject
+from probe.core.paths import check_output
 
 
 def _cmd_nap_mine(args: argparse.Namespace) -> int:
     from probe import nap
 
+    check_output(args.out)
     model = load_subject(args)
     dataset, loader = data_loader(args, args.split)
     naps = nap.mine(model, loader, delta=args.delta, layers=args.layers, only_correct=not args.all_samples,

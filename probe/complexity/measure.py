@@ -71,6 +71,7 @@ from probe.complexity.graph import Analysis, analyse, is_onnx_module
 from probe.complexity.merge import RULES, Merger
 from probe.core.artifacts import check_stamp, read_json, read_tensors, stamp, write_json, write_tensors
 from probe.core.errors import DataError, InvalidParameterError, ModelError
+from probe.core.table import Table
 
 __all__ = ["RULES", "ComplexityReport", "GroupComplexity", "SweepPoint", "SweepResult", "measure", "sweep"]
 
@@ -238,6 +239,19 @@ class ComplexityReport:
         """Share of the FLOPs removed by merging."""
         return 1.0 - self.flops_after / max(self.flops_before, 1)
 
+    def table(self) -> Table:
+        """Per group: width before merging and feature complexity after (prints as a table)."""
+        rows = [{"layer": g.name, "width": g.width, "complexity": g.complexity} for g in self.groups]
+        return Table(rows, title=f"feature complexity at beta={self.beta:g} (rule {self.rule})")
+
+    def __repr__(self) -> str:
+        return (f"ComplexityReport(beta={self.beta:g}, rule={self.rule!r}, complexity={self.complexity}, "
+                f"params {self.params_before} -> {self.params_after}, FLOPs {self.flops_before} -> "
+                f"{self.flops_after}, {self.seconds:.2f} s)")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (without the merged model's weights)."""
         out = {k: v for k, v in asdict(self).items() if k != "merged_model"}
@@ -351,6 +365,20 @@ class SweepResult:
         """The point with the fewest parameters whose accuracy is at most ``max_drop`` below the baseline."""
         ok = [p for p in self.points if p.accuracy >= self.baseline_accuracy - max_drop - 1e-12]
         return min(ok, key=lambda p: (p.params, -p.accuracy)) if ok else None
+
+    def table(self) -> Table:
+        """Per beta: accuracy, kept share of parameters and FLOPs, and seconds (prints as a table)."""
+        rows = [{"beta": p.beta, "accuracy": p.accuracy, "params kept": p.params / max(self.params_before, 1),
+                 "FLOPs kept": p.flops / max(self.flops_before, 1), "seconds": p.seconds} for p in self.points]
+        return Table(rows, title=f"complexity sweep (original accuracy {self.baseline_accuracy:.4f}, "
+                                 f"{self.n_samples} samples)")
+
+    def __repr__(self) -> str:
+        return (f"SweepResult(rule={self.rule!r}, betas={[p.beta for p in self.points]}, "
+                f"baseline accuracy={self.baseline_accuracy:.4f}, samples={self.n_samples})")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""

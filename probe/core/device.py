@@ -15,7 +15,29 @@ from torch import nn
 
 from probe.core.errors import InvalidParameterError, ModelError
 
-__all__ = ["resolve_device"]
+__all__ = ["check_device", "resolve_device"]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, checked before any work: a valid name, and CUDA present when asked for.
+
+    Raises:
+        InvalidParameterError: not a torch device, or CUDA requested on a machine without it.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidParameterError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(f"device={str(device)!r} but CUDA is not available here; use device='cpu' "
+                                    "(see the README for what runs on a CPU)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(f"device={str(device)!r} but MPS is not available here; use device='cpu'")
+    return dev
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -30,12 +52,7 @@ def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch
     model_dev = params[0].device if params else torch.device("cpu")
     if device is None:
         return model_dev
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidParameterError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameterError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    dev = check_device(device)
     if params and model_dev.type != dev.type:
         raise ModelError(
             f"the model's parameters are on {model_dev} but device={str(dev)!r}; move the model with "

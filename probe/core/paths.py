@@ -7,9 +7,10 @@ The data root is, in order: an explicit argument, the ``NEUROSPEC_DATA`` environ
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from probe.core.errors import DataNotFoundError
+from probe.core.errors import DataNotFoundError, OutputPathError
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -58,13 +59,62 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
-    """Folder for cached artifacts (trained reference models): argument, ``$NEUROSPEC_CACHE``, else
-    ``~/.cache/neurospec``. Created on demand."""
+    """Folder for cached artifacts (trained reference models, TokFSM models trained here): the argument, else
+    ``$NEUROSPEC_CACHE``, else ``$XDG_CACHE_HOME/neurospec``, else ``~/.cache/neurospec``. Every entry point
+    (Python API, the ``neurospec`` command, ``run.sh``, the tests) uses this one default. Created on demand.
+
+    Example:
+        >>> cache_dir("/tmp/neurospec-cache-example").name
+        'neurospec-cache-example'
+    """
     if cache is not None:
         path = Path(cache).expanduser()
     elif os.environ.get("NEUROSPEC_CACHE"):
         path = Path(os.environ["NEUROSPEC_CACHE"]).expanduser()
+    elif os.environ.get("XDG_CACHE_HOME"):
+        path = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "neurospec"
     else:
         path = Path.home() / ".cache" / "neurospec"
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Check, before any computation, that an output can be written at ``path``; nothing is created.
+
+    Args:
+        path: the output file, or with ``folder=True`` the output folder (it may exist, as a folder).
+        folder: whether the output is a folder of files.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OutputPathError: ``path`` is an existing folder where a file is wanted (or an existing file where a
+            folder is wanted), or its nearest existing folder cannot be written (read-only, not a folder).
+
+    Example:
+        >>> check_output("/tmp/neurospec-example/out.json").name
+        'out.json'
+    """
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise OutputPathError(f"output folder {str(path)!r} is an existing file; pass a folder path (new or existing)")
+    if not folder and path.is_dir():
+        raise OutputPathError(f"output file {str(path)!r} is an existing folder; pass a file path, e.g. "
+                              f"{str(path / 'out.json')!r}")
+    base = path if folder else path.parent
+    while not base.exists():
+        if base.parent == base:
+            break
+        base = base.parent
+    if not base.is_dir():
+        raise OutputPathError(f"cannot write {str(path)!r}: {str(base)!r} is a file, not a folder")
+    try:
+        fd, probe_file = tempfile.mkstemp(prefix=".neurospec-write-check-", dir=base)
+    except OSError as err:
+        raise OutputPathError(f"cannot write {str(path)!r}: the folder {str(base)!r} is not writable "
+                              f"({err.strerror}); choose another output path") from err
+    os.close(fd)
+    os.unlink(probe_file)
     return path

@@ -35,6 +35,7 @@ from probe.core.training import lr_factor, optimizer_tensors, restore_optimizer
 from probe.data.tokfsm import BOS, VOCAB_SIZE, TokFSM
 
 __all__ = [
+    "SHIPPED_WEIGHTS",
     "TokFSMMetrics",
     "TokFSMTrainConfig",
     "evaluate",
@@ -51,6 +52,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KIND = "tokfsm-model"
+
+#: Trained TokFSM transformers shipped with the package (``tokfsm-<act_fn>-seed0-steps1500``).
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 # ----------------------------------------------------------------------------------------------- the model
 
@@ -257,11 +261,16 @@ def pretrained(
     config: TokFSMTrainConfig | None = None,
     seed: int = 0,
     verbose: bool = True,
+    use_shipped: bool = True,
 ) -> nn.Module:
     """The trained TokFSM transformer: trained once (resumable) and cached; later calls load it.
 
-    The cache folder is ``<cache>/tokfsm-<act_fn>-seed<seed>-steps<steps>`` with ``model.safetensors`` and
-    ``config.json`` (which also holds the training settings, time and metrics).
+    The models trained with the default settings (seeds shipped: 0) come with the package
+    (:data:`SHIPPED_WEIGHTS`, trained on a GPU by ``benchmarks/tokfsm_base.py``) and load in a second. Others
+    are trained once (resumable from the checkpoint in the cache folder) and cached as
+    ``<cache>/tokfsm-<act_fn>-seed<seed>-steps<steps>`` with ``model.safetensors`` and ``config.json``
+    (which also holds the training settings, time and metrics). ``use_shipped=False`` skips the shipped
+    weights (to retrain and measure, as ``benchmarks/tokfsm_base.py`` does).
 
     Example:
         >>> model = pretrained("gelu")  # doctest: +SKIP
@@ -269,14 +278,25 @@ def pretrained(
     from probe.core.paths import cache_dir as resolve_cache
 
     cfg = config or TokFSMTrainConfig(seed=seed)
-    folder = resolve_cache(cache_dir) / f"tokfsm-{act_fn}-seed{cfg.seed}-steps{cfg.steps}"
+    name = f"tokfsm-{act_fn}-seed{cfg.seed}-steps{cfg.steps}"
+    shipped_dir = SHIPPED_WEIGHTS / name
+    if use_shipped and cfg == TokFSMTrainConfig(seed=cfg.seed) and (shipped_dir / "config.json").exists():
+        return load_model(shipped_dir, device=device)
+    folder = resolve_cache(cache_dir) / name
     if (folder / "config.json").exists():
         return load_model(folder, device=device)
     fsm = TokFSM()
     model = make_model(act_fn, seed=cfg.seed, device=device)
+    log.warning("training the TokFSM %s transformer (%d steps): about 40 min per 1,000 steps on 2 CPU cores, "
+                "a few minutes on a GPU; it resumes from %s if interrupted", act_fn, cfg.steps, folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    train_model(model, fsm, cfg, checkpoint=folder / "train-checkpoint.safetensors", verbose=verbose)
+    try:
+        train_model(model, fsm, cfg, checkpoint=folder / "train-checkpoint.safetensors", verbose=verbose)
+    except BaseException:
+        if not any(folder.iterdir()):  # interrupted before the first checkpoint: leave no empty entry
+            folder.rmdir()
+        raise
     seconds = time.perf_counter() - t0
     metrics = evaluate(model, fsm, seed=1, device=device)
     info = {"train": dataclasses.asdict(cfg), "train_seconds": seconds, "device": str(device),
