@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,7 +33,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from probe.core.artifacts import atomic_write_bytes, check_stamp, read_json, stamp
+from probe.core.artifacts import (
+    atomic_write_bytes,
+    check_stamp,
+    read_json,
+    read_metadata,
+    read_tensors,
+    stamp,
+    write_tensors,
+)
 from probe.core.device import resolve_device
 from probe.core.errors import DataError, InputShapeError, InvalidParameterError, ModelError, NeurospecError
 from probe.core.progress import progress
@@ -104,14 +113,17 @@ class _Runner:
 
     def batches(self, loader: Iterable[Any], verbose: bool, desc: str,
                 prepare: Callable[[torch.Tensor], None] | None = None,
-                on_state: Callable[[str, torch.Tensor], None] | None = None):
+                on_state: Callable[[str, torch.Tensor], None] | None = None, skip: int = 0):
         """Yield ``(logits, labels, recorder)`` per non-empty batch, in eval mode and without gradients.
 
         Finiteness is checked on the outputs only (NaN/inf propagate through affine layers and ReLU, and
         the parameters are checked once); when an output is not finite, the inputs are checked and the batch
         is re-run with per-layer checks that name the layer. ``prepare(labels)`` runs before each forward
-        pass and ``on_state(layer, states)`` during it (see :class:`ReluRecorder`).
+        pass and ``on_state(layer, states)`` during it (see :class:`ReluRecorder`). The first ``skip`` batches
+        of the loader are passed over without running the model (a resumed run); ``self.consumed`` counts the
+        loader's batches taken so far.
         """
+        self.consumed = 0
         was_training = self.model.training
         self.model.eval()
         try:
@@ -121,6 +133,10 @@ class _Runner:
                 rec.on_state = on_state
                 seen = 0
                 for batch in progress(loader, verbose, desc):
+                    self.consumed += 1
+                    if self.consumed <= skip:
+                        seen += 1
+                        continue
                     x, y = _inputs_and_labels(batch)
                     if len(x) == 0:
                         continue
@@ -131,7 +147,7 @@ class _Runner:
                     if prepare is not None:
                         prepare(y)
                     rec.start()
-                    out = self._forward(x, first=seen == 0)
+                    out = self._forward(x, first=self.consumed == skip + 1)
                     missing = [s.name for s in self.sites.sites if s.name not in rec.states]
                     if missing:
                         raise ModelError(f"ReLU layers {missing} did not run in the forward pass; "
@@ -493,6 +509,31 @@ def _check_labels(y: torch.Tensor, num_classes: int) -> None:
         )
 
 
+def _save_checkpoint(path: str | os.PathLike[str], order: list[str], only_correct: bool,
+                     total: dict[str, torch.Tensor], n_samples: torch.Tensor, batches: int,
+                     shapes: dict[str, tuple[int, ...]]) -> None:
+    tensors = {f"total.{name}": total[name] for name in order} | {"n_samples": n_samples}
+    write_tensors(path, tensors, {"format": "neurospec.nap-checkpoint", "batches": str(batches),
+                                  "layers": json.dumps(order), "only_correct": str(only_correct),
+                                  "shapes": json.dumps({k: list(v) for k, v in shapes.items()})})
+
+
+def _resume(path: str | os.PathLike[str], order: list[str], only_correct: bool,
+            total: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> tuple[int, torch.Tensor]:
+    """Load a mining checkpoint into ``total`` and ``shapes``; returns ``(batches counted, n_samples)``."""
+    meta = read_metadata(path)
+    if meta.get("format") != "neurospec.nap-checkpoint":
+        raise DataError(f"{str(path)!r} is not a NAP mining checkpoint; delete it or pass another checkpoint")
+    if json.loads(meta["layers"]) != order or meta["only_correct"] != str(only_correct):
+        raise DataError(f"the checkpoint {str(path)!r} belongs to another mining run (layers "
+                        f"{json.loads(meta['layers'])}, only_correct={meta['only_correct']}); delete it to start over")
+    tensors = read_tensors(path)
+    for name in order:
+        total[name] = tensors[f"total.{name}"].to(torch.int64)
+    shapes.update({k: tuple(v) for k, v in json.loads(meta["shapes"]).items()})
+    return int(meta["batches"]), tensors["n_samples"].to(torch.int64)
+
+
 def mine(
     model: nn.Module,
     loader: Iterable[Any],
@@ -502,6 +543,8 @@ def mine(
     device: str | torch.device | None = None,
     verbose: bool = True,
     class_names: list[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: float = 10.0,
 ) -> NAPSet:
     """Mine the NAP of every class.
 
@@ -515,6 +558,12 @@ def mine(
         device: where to run (default: the model's device); inputs are moved there.
         verbose: tqdm progress bar.
         class_names: optional names stored with the result.
+        checkpoint: a file for the counts so far (safetensors), written atomically every ``checkpoint_every``
+            seconds at a batch boundary. When it exists at the start, mining resumes after the batches it
+            counted (the loader must yield the same batches in the same order, as ``make_loader`` without
+            shuffling does); an interrupted run (Ctrl-C, SIGTERM) loses at most ``checkpoint_every`` seconds.
+            It is left in place: delete it once the result is saved.
+        checkpoint_every: seconds between checkpoints.
 
     Returns:
         The :class:`NAPSet`; classes without a counted sample are listed in ``empty_classes``.
@@ -536,6 +585,7 @@ def mine(
     """
     _delta_fraction(delta)
     runner = _Runner(model, layers, device)
+    order = [s.name for s in runner.sites.sites]
     # Counting happens in two parts. During the forward pass, right after a layer's states exist (still in
     # the CPU cache), one index_add_ adds them to the row of each sample's *label*. After the pass, the few
     # misclassified samples are added to `wrong`, which is subtracted at the end when only correct samples
@@ -561,8 +611,18 @@ def mine(
             wrong[name].zero_()
 
     n_samples: torch.Tensor | None = None
+    skip = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        skip, n_samples = _resume(checkpoint, order, only_correct, total, runner.shapes)
+        num_classes = ctx["classes"] = len(n_samples)
+        for name in order:
+            acc[name] = torch.zeros(total[name].shape, dtype=torch.float32, device=runner.device)
+            wrong[name] = torch.zeros_like(acc[name])
+        logger.info("resuming NAP mining after %d batches from %s", skip, checkpoint)
     pending = 0
-    for out, y, rec in runner.batches(loader, verbose, "mine NAPs", prepare=prepare, on_state=on_state):
+    last_save = time.monotonic()
+    for out, y, rec in runner.batches(loader, verbose, "mine NAPs", prepare=prepare, on_state=on_state,
+                                      skip=skip):
         if out.ndim != 2:
             raise ModelError(f"the model must output logits of shape (batch, classes); got {tuple(out.shape)}")
         if n_samples is None:  # first batch: counted after the pass, once the number of classes is known
@@ -587,10 +647,14 @@ def mine(
         if pending >= 2**23:
             flush()
             pending = 0
+        if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
+            flush()
+            pending = 0
+            _save_checkpoint(checkpoint, order, only_correct, total, n_samples, runner.consumed, runner.shapes)
+            last_save = time.monotonic()
     flush()
     counts = total
     assert n_samples is not None
-    order = [s.name for s in runner.sites.sites]
     naps = NAPSet(float(delta), order, {k: runner.shapes[k] for k in order}, {k: counts[k] for k in order},
                   n_samples, only_correct, class_names, model_relus=[site.name for site in find_relus(model).sites])
     for c in naps.empty_classes:

@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from probe.core.errors import NeurospecError
 
-__all__ = ["COMMAND_GROUPS", "build_parser", "main"]
+__all__ = ["COMMAND_GROUPS", "Terminated", "build_parser", "main"]
 
 #: The command groups, in ``--help`` order: each module has ``add_commands(sub)``. They are imported only
 #: when the parser is built, so ``probe`` never imports ``verify`` or ``codebook`` at module level.
@@ -54,8 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM, so a long job unwinds exactly as on
+    Ctrl-C: ``finally`` blocks run, checkpoints and finished results stay on disk, and the run resumes."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neurospec`` console script.
+
+    Exit status: 0 on success, 1 for an error neurospec raised on purpose (one line, ``error: ...``), 2 for
+    wrong usage, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM; interrupted jobs keep their finished work
+    and resume when the same command is run again.
 
     Example:
         >>> main(["data", "check"])  # doctest: +SKIP
@@ -63,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args))
     except NeurospecError as err:
@@ -71,8 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
+    except Terminated:
+        print("terminated (SIGTERM); finished work is saved: run the same command again to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; finished work is saved: run the same command again to resume", file=sys.stderr)
         return 130
-
-
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -15,11 +15,13 @@ def _cmd_nap_mine(args: argparse.Namespace) -> int:
     check_output(args.out)
     model = load_subject(args)
     dataset, loader = data_loader(args, args.split)
+    partial = Path(f"{args.out}.partial.safetensors")  # resumable counts; an interrupted run continues here
     naps = nap.mine(model, loader, delta=args.delta, layers=args.layers, only_correct=not args.all_samples,
-                    verbose=not args.quiet, class_names=list(dataset.classes))
+                    verbose=not args.quiet, class_names=list(dataset.classes), checkpoint=partial)
     naps.source = ({"onnx": str(Path(args.onnx).resolve())} if args.onnx else {"model": args.model, "seed": args.seed})
     naps.source.update({"data": args.data, "split": args.split, "limit": args.limit})
     naps.save(args.out)
+    partial.unlink(missing_ok=True)
     sizes = naps.sizes()
     print(f"mined NAPs of {len(naps.layers)} ReLU layers ({naps.num_neurons()} neurons) from {len(dataset)} "
           f"{args.data} {args.split} images; delta={naps.delta}; wrote {args.out}")

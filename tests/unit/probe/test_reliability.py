@@ -222,3 +222,78 @@ def test_naps_print_short_and_tables_print_as_tables():
     stats = naps.evaluate(model, [(x, model(x).argmax(1))], verbose=False)
     assert "mean coverage" in repr(stats) and "coverage" in str(stats.table())
     assert "<table>" in Table([{"a": 1}])._repr_html_()
+
+
+# ---- long jobs resume ----------------------------------------------------------------------------------------
+def test_mining_resumes_from_its_checkpoint_with_identical_counts(tmp_path):
+    model = mlp([4, 8, 8, 3], seed=0)
+    torch.manual_seed(1)
+    batches = [(x, model(x).argmax(1)) for x in torch.randn(6, 32, 4)]
+    full = nap.mine(model, batches, delta=0.9, verbose=False)
+    ckpt = tmp_path / "naps.partial.safetensors"
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted_after(n):
+        for i, b in enumerate(batches):
+            if i == n:
+                raise Interrupted
+            yield b
+
+    with pytest.raises(Interrupted):  # checkpoint_every=0: a checkpoint after every batch
+        nap.mine(model, interrupted_after(4), delta=0.9, verbose=False, checkpoint=ckpt, checkpoint_every=0)
+    assert ckpt.exists()
+    counted = []
+
+    def counting():
+        for b in batches:
+            counted.append(len(b[0]))
+            yield b
+
+    resumed = nap.mine(model, counting(), delta=0.9, verbose=False, checkpoint=ckpt, checkpoint_every=0)
+    assert resumed == full and resumed.model_relus == full.model_relus
+    other = nap.mine(model, batches, delta=0.9, layers=["1"], verbose=False, checkpoint=tmp_path / "o.st",
+                     checkpoint_every=0)
+    assert other.layers == ["1"]
+    with pytest.raises(Exception, match="belongs to another mining run"):
+        nap.mine(model, batches, delta=0.9, layers=["3"], verbose=False, checkpoint=tmp_path / "o.st")
+
+
+def test_sigterm_in_the_cli_exits_143_and_keeps_the_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time, torch\n"
+        "from torch import nn\n"
+        "import probe.cli.nap as cli\n"
+        "net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))\n"
+        "def batches():\n"
+        "    for i in range(1000):\n"
+        "        x = torch.randn(16, 4)\n"
+        "        time.sleep(0.05)\n"
+        "        yield x, torch.randint(0, 3, (16,))\n"
+        "class DS:\n"
+        "    classes = ['a', 'b', 'c']\n"
+        "    def __len__(self): return 16000\n"
+        "cli.load_subject = lambda args: net\n"
+        "cli.data_loader = lambda args, split: (DS(), batches())\n"
+        "from probe.cli import main\n"
+        "sys.exit(main(['nap', 'mine', '--model', 'x', '--data', 'mnist', '--quiet', '--out', sys.argv[1]]))\n")
+    out = tmp_path / "naps.json"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "naps.json.partial.safetensors"
+    deadline = time.monotonic() + 120
+    while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert partial.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint written"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert partial.exists() and not out.exists()
