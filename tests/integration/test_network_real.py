@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import eran_images
 
-from probe.core.paths import data_root
 from probe.graph.onnx import load_onnx, run_reference
 from probe.zoo.vnncomp import VNNCOMP_NETWORKS
 from verify.bounds import crown_bounds, interval_bounds, output_bounds
@@ -27,18 +27,6 @@ NETWORKS = {
 
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    return data_root()
-
-
-def _eran(root: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """ERAN's 100 test images, pixels / 255, flattened as the files store them (CIFAR-10: HWC-interleaved,
-    i.e. the NHWC flattening the marabou networks take), and their labels."""
-    rows = np.loadtxt(root / "eran" / f"{dataset}_test.csv", delimiter=",", dtype=np.float64)
-    return rows[:, 1:] / 255.0, rows[:, 0].astype(np.int64)
-
-
-@pytest.fixture(scope="module")
 def nets(root: Path) -> dict[str, ReluNetwork]:
     return {name: ReluNetwork.from_onnx(root / VNNCOMP_NETWORKS[name]) for name in NETWORKS}
 
@@ -53,7 +41,7 @@ def test_from_onnx_matches_onnxruntime(name: str, root: Path, nets: dict[str, Re
     assert net.relu_sizes == sizes
     assert net.relu_names == load_onnx(path).relu_names()
     assert net.n_outputs == 10
-    x, labels = _eran(root, "cifar10" if name.startswith("cifar") else "mnist")
+    x, labels = eran_images(root, "cifar10" if name.startswith("cifar") else "mnist")
     assert x.shape[1] == net.n_inputs
     ref = run_reference(path, x.astype(np.float32).reshape(len(x), *shape))
     ours = net.forward(x)
@@ -65,7 +53,7 @@ def test_from_onnx_matches_onnxruntime(name: str, root: Path, nets: dict[str, Re
 
 def test_crown_bounds_on_mnist_256x2_are_sound(root: Path, nets: dict[str, ReluNetwork]) -> None:
     net = nets["mnist-256x2"]
-    x, labels = _eran(root, "mnist")
+    x, labels = eran_images(root, "mnist")
     eps = 0.02
     lo, up = np.clip(x[0] - eps, 0.0, 1.0), np.clip(x[0] + eps, 0.0, 1.0)
     crown = crown_bounds(net, lo, up)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from probe.core.paths import data_root
 from probe.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -23,11 +22,6 @@ pytestmark = pytest.mark.integration
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-@pytest.fixture(scope="module")
-def root() -> Path:
-    return data_root()
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import eran_images
 from torch import nn
 
-from probe.core.paths import data_root
 from probe.graph.onnx import run_reference
 from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 
@@ -28,19 +28,8 @@ EXPECTED_RELUS = {"mnist-256x2": 2, "mnist-256x4": 4, "mnist-256x6": 6}
 
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    return data_root()
-
-
-def _eran(root: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.loadtxt(root / "eran" / f"{dataset}_test.csv", delimiter=",", dtype=np.float64)
-    assert rows.shape[0] == 100
-    return rows[:, 1:].astype(np.float32) / 255.0, rows[:, 0].astype(np.int64)
-
-
-@pytest.fixture(scope="module")
 def eran(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"mnist": _eran(root, "mnist"), "cifar10": _eran(root, "cifar10")}
+    return {dataset: eran_images(root, dataset, np.float32, n_rows=100) for dataset in ("mnist", "cifar10")}
 
 
 def test_names_cover_the_files(root: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from codebook import (
     CodebookConfig,
@@ -18,18 +19,12 @@ from codebook import (
     get_codebooks,
     site_names,
 )
-from probe.zoo.tokfsm import make_model
-
-
-def tiny(seed: int = 0):
-    return make_model(seed=seed, n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32)
-
 
 TOKENS = torch.tensor([[10, 1, 2, 3, 4, 5, 6], [10, 9, 8, 7, 6, 5, 4]])
 
 
 def test_site_names():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     assert site_names(m) == ["blocks.0.attn.hook_z", "blocks.0.hook_mlp_out", "blocks.1.attn.hook_z",
                              "blocks.1.hook_mlp_out"]
     with pytest.raises(CodebookConfigError, match="site kinds"):
@@ -37,14 +32,14 @@ def test_site_names():
 
 
 def test_unknown_hook_name_is_an_error():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     with pytest.raises(UnknownHookError, match=r"unknown hook name 'blocks.0.hook_mlp_outt'.*hook_mlp_out"):
         attach(m, ["blocks.0.hook_mlp_outt"], CodebookConfig(n_codes=8))
     assert get_codebooks(m) is None  # nothing was attached
 
 
 def test_d_model_mismatch_is_an_error():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     with pytest.raises(SiteShapeError, match=r"d_model=32 .* is 16"):
         attach(m, ["blocks.0.hook_mlp_out"], CodebookConfig(n_codes=8, d_model=32))
     with pytest.raises(SiteShapeError, match=r"d_head"):
@@ -58,7 +53,7 @@ def test_k_larger_than_codes_is_an_error():
 
 
 def test_activation_is_replaced_by_codes_and_ids_are_cached():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     cbs = attach(m, ["blocks.0.attn.hook_z", "blocks.1.hook_mlp_out"], CodebookConfig(n_codes=8, k=1))
     _, cache = m.run_with_cache(TOKENS)
     z, ids = cache["blocks.0.attn.hook_z"], cache[codes_hook_name("blocks.0.attn.hook_z")]
@@ -72,7 +67,7 @@ def test_activation_is_replaced_by_codes_and_ids_are_cached():
 
 
 def test_hooks_survive_reset_and_detach_restores_the_model():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     base = m(TOKENS).detach()
     with attached(m, site_names(m), CodebookConfig(n_codes=8)) as cbs:
         out = m(TOKENS).detach()
@@ -89,7 +84,7 @@ def test_hooks_survive_reset_and_detach_restores_the_model():
 
 
 def test_codebooks_act_in_generation_and_move_with_the_model():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     cbs = attach(m, ["blocks.0.hook_mlp_out"], CodebookConfig(n_codes=8))
     seen = []
     with m.hooks(fwd_hooks=[(codes_hook_name("blocks.0.hook_mlp_out"), lambda ids, hook: seen.append(ids.shape))]):
@@ -101,7 +96,7 @@ def test_codebooks_act_in_generation_and_move_with_the_model():
 
 
 def test_attach_twice_and_bad_sites():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     attach(m, ["blocks.0.hook_mlp_out"], CodebookConfig(n_codes=8))
     with pytest.raises(CodebookConfigError, match="already has codebooks"):
         attach(m, ["blocks.1.hook_mlp_out"], CodebookConfig(n_codes=8))
@@ -113,7 +108,7 @@ def test_attach_twice_and_bad_sites():
 
 
 def test_ungrouped_head_site_flattens_heads():
-    m = tiny()
+    m = tiny_model(n_layers=2)
     cbs = attach(m, ["blocks.0.attn.hook_z"], CodebookConfig(n_codes=8, grouped=False))
     layer = cbs["blocks.0.attn.hook_z"]
     assert (layer.n_groups, layer.d) == (1, 16)

@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from codebook import (
-    CodebookConfig,
     CodeIdError,
     SteeringResult,
     ablate_codes,
-    attach,
     codes_hook_name,
     collect_codes,
     force_codes,
@@ -22,23 +21,15 @@ from codebook import (
     record_codes,
     regex_labels,
     search_by_labels,
-    site_names,
 )
 from codebook.search import ClassMatch, _neuron_baseline
 from probe.data.tokfsm import TokFSM
-from probe.zoo.tokfsm import make_model
 
 FSM = TokFSM()
 
 
-def tiny():
-    m = make_model(seed=0, n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32)
-    attach(m, site_names(m), CodebookConfig(n_codes=6))
-    return m
-
-
 def test_search_by_labels_matches_brute_force():
-    m = tiny()
+    m = tiny_model(n_codes=6)
     tok = FSM.sample(6, seed=1)[:, :21]
     labels = (tok % 3).where(tok != 10, torch.full_like(tok, -1))  # classes 0..2, BOS unlabelled
     mask = torch.ones_like(tok, dtype=torch.bool)
@@ -89,7 +80,7 @@ def test_regex_labels():
 
 
 def test_force_ablate_patch():
-    m = tiny()
+    m = tiny_model(n_codes=6)
     site = "blocks.0.hook_mlp_out"
     layer = m.codebooks[site]
     tok = FSM.sample(2, seed=3)[:, :9]
@@ -114,7 +105,7 @@ def test_force_ablate_patch():
 
 
 def test_steering_with_out_of_range_code_is_an_error():
-    m = tiny()
+    m = tiny_model(n_codes=6)
     with pytest.raises(CodeIdError, match=r"must be in \[0, 6\); got values in \[6, 6\]"):
         with force_codes(m, "blocks.0.hook_mlp_out", [6]):
             pass
@@ -127,7 +118,7 @@ def test_steering_with_out_of_range_code_is_an_error():
 
 
 def test_fsm_state_steering_runs(tmp_path):
-    m = tiny()
+    m = tiny_model(n_codes=6)
     for mode in ("last", "transition"):
         res = fsm_state_steering(m, FSM, n_pairs=3, n_samples=2, prompt_states=3, positions=mode)
         assert res.n_pairs == 3 and 0 <= res.success_rate <= 1 and 0 <= res.expected_success <= 1
@@ -140,7 +131,7 @@ def test_cli_steer_on_a_saved_run(tmp_path, capsys):
     from codebook.cli import save_tokfsm_run
     from probe.cli import main
 
-    m = tiny()
+    m = tiny_model(n_codes=6)
     save_tokfsm_run(tmp_path, m, m.codebooks, {"note": "test"})
     assert main(["codebook", "steer", str(tmp_path), "--pairs", "2", "--samples", "2", "--prompt-states", "2"]) == 0
     assert "success_rate" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from codebook import (
     CheckpointMismatchError,
@@ -25,13 +26,9 @@ from codebook import (
     train,
 )
 from probe.data.tokfsm import TokFSM, TokFSMConfig
-from probe.zoo.tokfsm import lm_loss, make_model
+from probe.zoo.tokfsm import lm_loss
 
 FSM = TokFSM(TokFSMConfig(seq_states=6))
-
-
-def tiny(seed: int = 0, d_model: int = 16):
-    return make_model(seed=seed, n_layers=1, d_model=d_model, n_heads=2, d_head=d_model // 2, d_mlp=32)
 
 
 def batches(step: int) -> torch.Tensor:
@@ -39,7 +36,7 @@ def batches(step: int) -> torch.Tensor:
 
 
 def setup(n_codes: int = 8):
-    m = tiny()
+    m = tiny_model()
     cbs = attach(m, site_names(m), CodebookConfig(n_codes=n_codes, dead_code_every=2))
     init_codebooks(m, cbs, [FSM.sample(8, seed=99)[:, :-1]])
     return m, cbs
@@ -53,7 +50,7 @@ def test_train_runs_checkpoints_and_resumes(tmp_path):
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 4
     saved = {s: layer.codes.detach().clone() for s, layer in cbs.items()}
     # a fresh model resumes from the checkpoint: same codes, continues at step 4
-    m2 = tiny(seed=5)
+    m2 = tiny_model(seed=5)
     cbs2 = attach(m2, site_names(m2), CodebookConfig(n_codes=8, dead_code_every=2))
     res2 = train(m2, cbs2, batches, TrainConfig(steps=6, check_every=2), loss_fn=lm_loss, checkpoint_dir=tmp_path,
                  resume=True, verbose=False)
@@ -108,7 +105,7 @@ def test_save_load_roundtrip_and_shape_mismatch(tmp_path):
     cbs2 = load_codebooks(m, tmp_path)
     assert torch.equal(m(x).detach(), out)
     assert cbs2.sites == cbs.sites
-    other = tiny(d_model=24)
+    other = tiny_model(d_model=24)
     with pytest.raises(CheckpointMismatchError, match="d_model saved 16 vs model 24"):
         load_codebooks(other, tmp_path)
 
@@ -117,7 +114,7 @@ def test_resume_with_other_shape_is_an_error(tmp_path):
     m, cbs = setup(n_codes=8)
     train(m, cbs, batches, TrainConfig(steps=2, check_every=1), loss_fn=lm_loss, checkpoint_dir=tmp_path,
           verbose=False)
-    m2 = tiny()
+    m2 = tiny_model()
     cbs2 = attach(m2, site_names(m2), CodebookConfig(n_codes=16))
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
         train(m2, cbs2, batches, TrainConfig(steps=3), loss_fn=lm_loss, checkpoint_dir=tmp_path, resume=True,

@@ -3,11 +3,11 @@ exactness on planted duplicates, save/load, and every bad input named in the iss
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
+from helpers import mlp
 from torch import nn
 
 from probe import complexity
@@ -19,11 +19,7 @@ from probe.core.errors import DataError, InvalidParameterError, ModelError
 # ---- tiny models ----------------------------------------------------------------------------------------
 
 
-def _mlp(widths=(6, 8, 7, 3)) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in itertools.pairwise(widths):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1]).eval()
+WIDTHS = (6, 8, 7, 3)
 
 
 def _randomise_bn(net: nn.Module) -> None:
@@ -171,7 +167,7 @@ def _oracle_mlp(weights, biases, beta, rule):
 @pytest.mark.parametrize("rule", ["exact", "paper"])
 @pytest.mark.parametrize("beta", [0.3, 0.5, 0.7])
 def test_merging_matches_brute_force_oracle(rule, beta):
-    net = _mlp((5, 9, 8, 3))
+    net = mlp((5, 9, 8, 3)).eval()
     report = complexity.measure(net, beta=beta, rule=rule)
     linears = [m for m in net if isinstance(m, nn.Linear)]
     W, B, members = _oracle_mlp([m.weight for m in linears], [m.bias for m in linears], beta, rule)
@@ -200,7 +196,7 @@ def test_incremental_distances_equal_recomputed(rule):
 
 
 def test_closest_pair_breaks_ties_by_lowest_index():
-    net = _mlp((2, 4, 1))
+    net = mlp((2, 4, 1)).eval()
     with torch.no_grad():  # four identical units: every pair is at distance 0
         net[0].weight[:] = 1.0
         net[0].bias[:] = 0.5
@@ -268,7 +264,7 @@ def test_paper_rule_batchnorm_closed_form_sqrt2():
 
 
 def test_dead_features_collapse_to_one():
-    net = _mlp((3, 5, 2))
+    net = mlp((3, 5, 2)).eval()
     with torch.no_grad():
         net[0].weight.zero_()
         net[0].bias.zero_()
@@ -278,7 +274,7 @@ def test_dead_features_collapse_to_one():
 
 
 def test_max_ratio_caps_merges_per_group():
-    net = _mlp((5, 12, 10, 3))
+    net = mlp((5, 12, 10, 3)).eval()
     rep = complexity.measure(net, beta=0.99, max_ratio=0.25)
     assert rep.complexity == {"0": 12 - 3, "2": 10 - 2}
     full = complexity.measure(net, beta=0.99)
@@ -299,7 +295,7 @@ def test_measure_is_deterministic_and_does_not_modify_the_model():
 @pytest.mark.parametrize("beta", [0.2, 0.6, 0.95])
 def test_merged_output_shape_always_equals_original(rule, beta):
     for model, shape in [(_cnn(True), (3, 8, 8)), (_Residual().eval(), (2, 4, 4)), (_NHWC().eval(), (1, 2, 2)),
-                         (_mlp(), (6,))]:
+                         (mlp(WIDTHS).eval(), (6,))]:
         rep = complexity.measure(model, beta=beta, rule=rule, input_shape=shape)
         x = torch.randn(3, *shape)
         with torch.no_grad():
@@ -350,7 +346,7 @@ def test_sweep_and_plots(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    net = _mlp((4, 10, 3))
+    net = mlp((4, 10, 3)).eval()
     x = torch.randn(40, 4)
     y = net(x).argmax(1).detach()
     loader = [(x[:20], y[:20]), (x[20:], y[20:])]
@@ -371,18 +367,18 @@ def test_sweep_and_plots(tmp_path):
 @pytest.mark.parametrize("beta", [0, 1, 1.0, -0.1, 1.5, float("nan"), True, "0.1", None])
 def test_beta_outside_open_unit_interval(beta):
     with pytest.raises(InvalidParameterError, match=r"beta must be a number in the open interval \(0, 1\)"):
-        complexity.measure(_mlp(), beta=beta)
+        complexity.measure(mlp(WIDTHS).eval(), beta=beta)
 
 
 @pytest.mark.parametrize("ratio", [0, -0.5, 1.01, float("inf"), "1"])
 def test_max_ratio_outside_half_open_interval(ratio):
     with pytest.raises(InvalidParameterError, match=r"max_ratio must be a number in \(0, 1\]"):
-        complexity.measure(_mlp(), beta=0.1, max_ratio=ratio)
+        complexity.measure(mlp(WIDTHS).eval(), beta=0.1, max_ratio=ratio)
 
 
 def test_unknown_rule():
     with pytest.raises(InvalidParameterError, match="rule must be one of"):
-        complexity.measure(_mlp(), beta=0.1, rule="average")
+        complexity.measure(mlp(WIDTHS).eval(), beta=0.1, rule="average")
 
 
 def test_unsupported_layer_is_named():
@@ -453,8 +449,8 @@ def test_not_a_module_and_missing_input_shape():
 
 def test_sweep_bad_betas_and_empty_loader():
     with pytest.raises(InvalidParameterError, match="betas must be a non-empty"):
-        complexity.sweep(_mlp(), [], [(torch.zeros(1, 6), torch.zeros(1, dtype=torch.long))])
+        complexity.sweep(mlp(WIDTHS).eval(), [], [(torch.zeros(1, 6), torch.zeros(1, dtype=torch.long))])
     with pytest.raises(InvalidParameterError, match="each beta"):
-        complexity.sweep(_mlp(), [0.1, 1.0], [(torch.zeros(1, 6), torch.zeros(1, dtype=torch.long))])
+        complexity.sweep(mlp(WIDTHS).eval(), [0.1, 1.0], [(torch.zeros(1, 6), torch.zeros(1, dtype=torch.long))])
     with pytest.raises(DataError, match="no samples"):
-        complexity.sweep(_mlp(), [0.1], [])
+        complexity.sweep(mlp(WIDTHS).eval(), [0.1], [])

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from helpers import mlp
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -23,9 +24,7 @@ def _tl(act_fn: str = "relu", n_layers: int = 2, d_mlp: int = 32):
     return TransformerBridge.boot_native(cfg)
 
 
-def _mlp(act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, 16), act(), nn.Linear(16, 12), act(), nn.Linear(12, 3))
+WIDTHS = (6, 16, 12, 3)
 
 
 def _xy(n: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -117,7 +116,7 @@ def test_load_entropy_and_modularity_closed_forms():
 
 # ------------------------------------------------------------------------------ MoE form and experts
 def test_moe_form_all_experts_is_dense_and_exit_restores():
-    net = _mlp()
+    net = mlp(WIDTHS, seed=0, flatten=True)
     x = torch.randn(10, 6)
     dense = net(x)
     labels = {"2": torch.arange(16) % 4, "4": torch.arange(12) % 4}
@@ -133,7 +132,7 @@ def test_moe_form_all_experts_is_dense_and_exit_restores():
 
 
 def test_moe_form_masks_exactly_the_unselected_experts():
-    net = _mlp()
+    net = mlp(WIDTHS, seed=0, flatten=True)
     x = torch.randn(10, 6)
     labels = torch.arange(16) // 4
     w1, b1 = net[1].weight, net[1].bias
@@ -150,7 +149,7 @@ def test_moe_form_masks_exactly_the_unselected_experts():
 
 @pytest.mark.parametrize("router", moe.ROUTERS)
 def test_expert_form_matches_masked_ffn_and_merges_back(router):
-    net = _mlp()
+    net = mlp(WIDTHS, seed=0, flatten=True)
     labels = moe.partition("weights", 4, w_in=net[1].weight, seed=0)
     ex = moe.to_experts(net, "2", labels)
     w_in, b_in, w_out, b_out = ex.merge()
@@ -189,7 +188,7 @@ def test_transformerlens_hooks_weights_and_expert_form(act_fn):
 
 # ------------------------------------------------------------------------------ detect end to end
 def test_detect_mlp_save_load_plot(tmp_path):
-    net = _mlp()
+    net = mlp(WIDTHS, seed=0, flatten=True)
     rep = moe.detect(net, _xy(), n_experts=4, method=["activations", "weights", "graph"], n_random=3,
                      fractions=(0.25, 1.0), verbose=False)
     assert rep.layers == ["2", "4"] and rep.top_k == 1
@@ -232,46 +231,46 @@ def test_bad_layer_with_no_ffn():
     with pytest.raises(ModelError, match=r"no FFN layer at \['blocks.7.mlp'\].*blocks.0.mlp"):
         moe.detect(_tl(), [_tokens()], layers=[7], verbose=False)
     with pytest.raises(ModelError, match="no FFN layer at"):
-        moe.detect(_mlp(), _xy(), layers=["1"], verbose=False)
+        moe.detect(mlp(WIDTHS, seed=0, flatten=True), _xy(), layers=["1"], verbose=False)
     with pytest.raises(ModelError, match="has no FFN layer"):
         moe.detect(nn.Sequential(nn.Linear(3, 3)), [(torch.zeros(2, 3), torch.zeros(2))], verbose=False)
 
 
 def test_bad_d_ff_not_divisible():
     with pytest.raises(InvalidParameterError, match=r"n_experts=5 does not divide d_ff=16.*\[.*4.*8"):
-        moe.detect(_mlp(), _xy(), layers=["2"], n_experts=5, verbose=False)
+        moe.detect(mlp(WIDTHS, seed=0, flatten=True), _xy(), layers=["2"], n_experts=5, verbose=False)
 
 
 def test_bad_top_k_above_experts():
     with pytest.raises(InvalidParameterError, match=r"top_k must be an int in 1..4; got 5"):
-        moe.detect(_mlp(), _xy(), n_experts=4, top_k=5, verbose=False)
-    with pytest.raises(InvalidParameterError, match="top_k"), moe.moe_form(_mlp(), {"2": torch.arange(16) % 4},
-                                                                           top_k=9):
+        moe.detect(mlp(WIDTHS, seed=0, flatten=True), _xy(), n_experts=4, top_k=5, verbose=False)
+    with pytest.raises(InvalidParameterError, match="top_k"), moe.moe_form(
+            mlp(WIDTHS, seed=0, flatten=True), {"2": torch.arange(16) % 4}, top_k=9):
         pass
 
 
 def test_bad_empty_loader():
     with pytest.raises(DataError, match="yielded no samples"):
-        moe.detect(_mlp(), [], n_experts=4, verbose=False)
+        moe.detect(mlp(WIDTHS, seed=0, flatten=True), [], n_experts=4, verbose=False)
     with pytest.raises(DataError, match="yielded no samples"):
         moe.detect(_tl(), [torch.zeros(0, 16, dtype=torch.long)], verbose=False)
 
 
 def test_bad_activation_function_is_named():
     with pytest.raises(moe.UnsupportedActivationError, match="'tanh'"):
-        moe.detect(_mlp(nn.Tanh), _xy(), verbose=False)
+        moe.detect(mlp(WIDTHS, seed=0, act=nn.Tanh, flatten=True), _xy(), verbose=False)
     with pytest.raises(moe.UnsupportedActivationError, match="solu_ln"):
         moe.detect(_tl("solu_ln"), [_tokens()], verbose=False)
 
 
 def test_bad_method_router_and_partition():
     with pytest.raises(InvalidParameterError, match="method must be one of"):
-        moe.detect(_mlp(), _xy(), method="kmeans", verbose=False)
+        moe.detect(mlp(WIDTHS, seed=0, flatten=True), _xy(), method="kmeans", verbose=False)
     with pytest.raises(InvalidParameterError, match="router must be one of"), moe.moe_form(
-            _mlp(), {"2": torch.arange(16) % 4}, top_k=1, router="learned"):
+            mlp(WIDTHS, seed=0, flatten=True), {"2": torch.arange(16) % 4}, top_k=1, router="learned"):
         pass
     with pytest.raises(InvalidParameterError, match="same number of neurons"), moe.moe_form(
-            _mlp(), {"2": torch.tensor([0] * 10 + [1] * 6)}, top_k=1):
+            mlp(WIDTHS, seed=0, flatten=True), {"2": torch.tensor([0] * 10 + [1] * 6)}, top_k=1):
         pass
 
 

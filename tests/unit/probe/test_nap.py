@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from fractions import Fraction
 
 import pytest
 import torch
+from helpers import mlp
 from torch import nn
 from torch.nn import functional as F
 
 from probe import nap
 from probe.core.errors import DataError, InvalidParameterError, ModelError
 
-
-def _mlp(seed: int = 0, widths=(4, 12, 10, 3)) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+WIDTHS = (4, 12, 10, 3)
 
 
 def _data(n: int = 300, d: int = 4, classes: int = 3, seed: int = 1):
@@ -63,7 +55,7 @@ def _oracle(model: nn.Sequential, x, y, delta, only_correct=True):
 @pytest.mark.parametrize("delta", [1.0, 0.99, 0.9, 0.75, 0.51])
 @pytest.mark.parametrize("only_correct", [True, False])
 def test_mine_matches_bruteforce(delta, only_correct):
-    model = _mlp(widths=(4, 12, 9, 7, 3))
+    model = mlp((4, 12, 9, 7, 3), seed=0)
     x, y = _data()
     naps = nap.mine(model, _loader(x, y), delta=delta, only_correct=only_correct, verbose=False)
     oracle = _oracle(model, x, y, delta, only_correct)
@@ -119,9 +111,9 @@ def test_functional_and_inplace_relus():
     assert naps.counts["fx_relu_0"].sum(0).tolist() == (h1 > 0).sum(0).tolist()
     assert naps.counts["fx_relu_1"].sum(0).tolist() == (h2 > 0).sum(0).tolist()
 
-    inplace = _mlp()
+    inplace = mlp(WIDTHS, seed=0)
     inplace[1] = nn.ReLU(inplace=True)
-    ref = nap.mine(_mlp(), _loader(x, y), verbose=False)
+    ref = nap.mine(mlp(WIDTHS, seed=0), _loader(x, y), verbose=False)
     got = nap.mine(inplace, _loader(x, y), verbose=False)
     assert got == ref
 
@@ -142,7 +134,7 @@ def test_conv_counts_per_channel_and_position():
 
 def test_layer_selection():
     x, y = _data()
-    model = _mlp(widths=(4, 12, 9, 3))
+    model = mlp((4, 12, 9, 3), seed=0)
     naps = nap.mine(model, _loader(x, y), layers=["3"], verbose=False)
     assert naps.layers == ["3"]
     with pytest.raises(ModelError, match=r"\['1', '3'\]"):
@@ -150,7 +142,7 @@ def test_layer_selection():
 
 
 def test_follows_coverage_precision_against_manual():
-    model = _mlp(widths=(4, 16, 16, 3))
+    model = mlp((4, 16, 16, 3), seed=0)
     x, y = _data(600)
     naps = nap.mine(model, _loader(x[:400], y[:400]), delta=0.9, verbose=False)
     xt, yt = x[400:], y[400:]
@@ -174,7 +166,7 @@ def test_follows_coverage_precision_against_manual():
 
 
 def test_with_delta_equals_fresh_mining_and_sweep():
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     x, y = _data()
     base = nap.mine(model, _loader(x, y), delta=1.0, verbose=False)
     for d in (0.99, 0.8, 0.6):
@@ -186,7 +178,7 @@ def test_with_delta_equals_fresh_mining_and_sweep():
 
 
 def test_save_load_roundtrip(tmp_path):
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     x, y = _data()
     naps = nap.mine(model, _loader(x, y), delta=0.95, verbose=False, class_names=["a", "b", "c"])
     naps.source = {"model": "tiny"}
@@ -217,7 +209,7 @@ def test_plots():
     import matplotlib
 
     matplotlib.use("Agg")
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     x, y = _data()
     naps = nap.mine(model, _loader(x, y), verbose=False)
     assert naps.plot("heatmap") is not None
@@ -236,26 +228,26 @@ def test_model_without_relu():
 def test_loader_without_labels():
     x, _ = _data()
     with pytest.raises(DataError, match=r"\(inputs, labels\)"):
-        nap.mine(_mlp(), [x[:10]], verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), [x[:10]], verbose=False)
     with pytest.raises(DataError, match="integer"):
-        nap.mine(_mlp(), [(x[:10], torch.zeros(10))], verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), [(x[:10], torch.zeros(10))], verbose=False)
 
 
 def test_labels_out_of_range():
     x, _ = _data()
     with pytest.raises(DataError, match=r"0\.\.2"):
-        nap.mine(_mlp(), [(x[:10], torch.full((10,), 7))], verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), [(x[:10], torch.full((10,), 7))], verbose=False)
 
 
 def test_empty_loader():
     with pytest.raises(DataError, match="no samples"):
-        nap.mine(_mlp(), [], verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), [], verbose=False)
     with pytest.raises(DataError, match="no samples"):
-        nap.mine(_mlp(), [(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))], verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), [(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))], verbose=False)
 
 
 def test_class_without_correct_samples(caplog):
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     x, _ = _data()
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -273,15 +265,15 @@ def test_class_without_correct_samples(caplog):
 @pytest.mark.parametrize("delta", [0.5, 0.2, 1.01, -1, float("nan")])
 def test_delta_out_of_range(delta):
     with pytest.raises(InvalidParameterError, match=r"\(0.5, 1\]"):
-        nap.mine(_mlp(), _loader(*_data()), delta=delta, verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), _loader(*_data()), delta=delta, verbose=False)
 
 
 def test_nan_inputs_and_weights():
     x, y = _data()
     x[5, 1] = float("nan")
     with pytest.raises(DataError, match="NaN"):
-        nap.mine(_mlp(), _loader(x, y), verbose=False)
-    model = _mlp()
+        nap.mine(mlp(WIDTHS, seed=0), _loader(x, y), verbose=False)
+    model = mlp(WIDTHS, seed=0)
     with torch.no_grad():
         model[0].weight[0, 0] = float("inf")
     with pytest.raises(ModelError, match="NaN or inf"):
@@ -289,7 +281,7 @@ def test_nan_inputs_and_weights():
 
 
 def test_overflow_names_layer():
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     with torch.no_grad():
         model[0].weight.fill_(1e38)
     x, y = _data()
@@ -313,11 +305,11 @@ def test_wrong_device():
     x, y = _data()
     if not torch.cuda.is_available():
         with pytest.raises(InvalidParameterError, match="CUDA is not available"):
-            nap.mine(_mlp(), _loader(x, y), device="cuda", verbose=False)
+            nap.mine(mlp(WIDTHS, seed=0), _loader(x, y), device="cuda", verbose=False)
     with pytest.raises(InvalidParameterError, match="device"):
-        nap.mine(_mlp(), _loader(x, y), device="not-a-device", verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), _loader(x, y), device="not-a-device", verbose=False)
     with pytest.raises(ModelError, match="meta"):
-        nap.mine(_mlp(), _loader(x, y), device="meta", verbose=False)
+        nap.mine(mlp(WIDTHS, seed=0), _loader(x, y), device="meta", verbose=False)
 
 
 def test_shared_relu_module_is_rejected():
@@ -328,7 +320,7 @@ def test_shared_relu_module_is_rejected():
 
 
 def test_relus_restored_after_mining():
-    model = _mlp()
+    model = mlp(WIDTHS, seed=0)
     nap.mine(model, _loader(*_data()), verbose=False)
     assert "forward" not in vars(model[1])
     with pytest.raises(DataError):

@@ -1,7 +1,7 @@
 """Branch and bound (verify.bab): sound and complete on small networks, its bounds equal CROWN's at the root.
 
-The random networks and properties are those of ``test_verify_hypothesis``; each unsafe clause is decided by
-:func:`verify.bab.bab_clause` alone and compared with the exact oracle (one LP per activation pattern) or,
+The random networks and properties are those of ``test_verify_hypothesis`` (``helpers.cases``); each unsafe
+clause is decided by :func:`verify.bab.bab_clause` alone and compared with the exact oracle (one LP per activation pattern) or,
 on larger networks, dense sampling.
 """
 
@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import CASE_BIAS, EXACT_MAX, SETTINGS, cases, exact_violation, relu_network, sampled_violation
 from hypothesis import given
 from hypothesis import strategies as st
-from test_verify_hypothesis import EXACT_MAX, SETTINGS, _exact_violation, _network, _sampled_violation, cases
 
 import verify
 from verify import bab
@@ -38,9 +38,9 @@ def test_bab_clause_is_sound_and_complete(case, iters):
             assert one.contains(out.x)
             assert one.violated_by(net.forward(out.x.reshape(1, -1))[0])
             continue
-        assert _sampled_violation(net, one) is None, "verified, yet a sampled input violates the clause"
+        assert sampled_violation(net, one) is None, "verified, yet a sampled input violates the clause"
         if sum(net.relu_sizes) <= EXACT_MAX:
-            assert not _exact_violation(net, one), "verified, yet an activation pattern reaches the clause"
+            assert not exact_violation(net, one), "verified, yet an activation pattern reaches the clause"
 
 
 def test_bab_saw_both_answers():
@@ -52,7 +52,7 @@ def test_bab_saw_both_answers():
 def test_batched_crown_equals_crown_bounds():
     # From the same first-layer bounds, the batched back-substitution gives CROWN's lower bounds exactly
     # (crown_bounds also intersects with interval bounds, so its upper bounds can only be tighter).
-    net = _network(6, [12, 10, 8], 3, seed=3)
+    net = relu_network((6, 12, 10, 8, 3), seed=3, bias_scale=CASE_BIAS)
     lo, up = -np.ones(6), np.ones(6)
     ref = crown_bounds(net, lo, up)
     bs = bab._Backsub(bab._TorchNet(net), lo, up)
@@ -71,7 +71,7 @@ def test_batched_crown_equals_crown_bounds():
 
 
 def test_bab_respects_the_deadline():
-    net = _network(20, [40, 40, 40], 4, seed=1)
+    net = relu_network((20, 40, 40, 40, 4), seed=1, bias_scale=CASE_BIAS)
     spec = robustness(np.zeros(20), 0.9, 0, 4)
     root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
     start = time.perf_counter()
@@ -82,13 +82,13 @@ def test_bab_respects_the_deadline():
 
 def test_verify_reports_bab_as_the_method_on_a_split_proof():
     # seed 13, eps 0.4: alpha-CROWN leaves one clause open (bound -0.009); two splits prove it
-    net = _network(8, [24, 24, 24], 3, seed=13)
+    net = relu_network((8, 24, 24, 24, 3), seed=13, bias_scale=CASE_BIAS)
     x0 = np.zeros(8)
     spec = robustness(x0, 0.4, int(np.argmax(net.forward(x0.reshape(1, -1))[0])), 3)
     res = verify.verify(net, spec, solver="highs", timeout=30, quick_cap=0)  # no quick MILP pass first
     assert (res.status, res.method) == ("verified", "bab"), (res.status, res.method, res.message)
     assert res.stats["bab"][0]["splits"] >= 1 and "bab" in res.timings
-    assert _sampled_violation(net, spec) is None
+    assert sampled_violation(net, spec) is None
     # without branch and bound the MILP proves it too
     assert verify.verify(net, spec, solver="highs", timeout=30, bab_share=0).method == "milp"
 
@@ -99,14 +99,14 @@ def test_bab_variants_agree_with_the_exact_oracle(monkeypatch, splits, intermedi
     monkeypatch.setattr(bab, "MAX_SPLITS", splits)
     answers = set()
     for seed in range(6):
-        net = _network(3, [4, 4], 2, seed=seed)
+        net = relu_network((3, 4, 4, 2), seed=seed, bias_scale=CASE_BIAS)
         spec = robustness(np.zeros(3), 0.8, 0, 2)
         root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
         out = bab.bab_clause(net, spec, 0, root, deadline=time.perf_counter() + 60, intermediate=intermediate,
                              batch=4)
         assert out.status in ("verified", "falsified")
         answers.add(out.status)
-        assert (out.status == "falsified") == _exact_violation(net, Spec(spec.lower, spec.upper, spec.unsafe[:1]))
+        assert (out.status == "falsified") == exact_violation(net, Spec(spec.lower, spec.upper, spec.unsafe[:1]))
     assert answers == {"verified", "falsified"}
 
 
@@ -115,7 +115,7 @@ def test_bab_with_fixed_relu_states_agrees_with_the_milp():
     # get the MILP's answer; fixed states become beta-multiplied constraints of every domain
     seen, methods = set(), set()
     for seed in range(8):
-        net = _network(3, [6, 6], 3, seed=seed)
+        net = relu_network((3, 6, 6, 3), seed=seed, bias_scale=CASE_BIAS)
         rng = np.random.default_rng(seed)
         act = rng.random(6) < 0.3
         ina = ~act & (rng.random(6) < 0.3)
@@ -145,7 +145,7 @@ def test_a_failed_quick_milp_try_is_retried_not_an_error(monkeypatch):
         return original(self, index, solver, time_limit, margin)
 
     monkeypatch.setattr(MilpEncoding, "solve_clause", flaky)
-    net = _network(8, [24, 24, 24], 3, seed=13)
+    net = relu_network((8, 24, 24, 24, 3), seed=13, bias_scale=CASE_BIAS)
     x0 = np.zeros(8)
     spec = robustness(x0, 0.4, int(np.argmax(net.forward(x0.reshape(1, -1))[0])), 3)
     res = verify.verify(net, spec, solver="highs", timeout=30, bab_share=0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import mlp
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
@@ -22,16 +24,9 @@ RNG = np.random.default_rng(0)
 
 
 def _mlp() -> nn.Sequential:
-    torch.manual_seed(1)
-    return nn.Sequential(
-        Normalize((0.5,), (0.25,)),
-        nn.Flatten(),
-        nn.Linear(12, 16),
-        nn.ReLU(),
-        nn.Linear(16, 8),
-        nn.ReLU(inplace=True),
-        nn.Linear(8, 3),
-    )
+    # Normalize, Flatten, Linear(12, 16), ReLU, Linear(16, 8), ReLU(inplace=True), Linear(8, 3)
+    relus = [nn.ReLU, functools.partial(nn.ReLU, inplace=True)]
+    return nn.Sequential(Normalize((0.5,), (0.25,)), *mlp((12, 16, 8, 3), seed=1, act=relus, flatten=True))
 
 
 def _randomise_bn(model: nn.Module) -> None:

@@ -1,18 +1,16 @@
 """verify(): soundness against exact oracles on tiny networks, counterexample re-checks, timeouts, bad input.
 
-The oracle enumerates every activation pattern of the hidden ReLUs and solves one LP per pattern with
-scipy's own LP solver (independent of PuLP/CBC): the property is violated iff some pattern's polytope
-(inside the box, consistent with the pattern) reaches an unsafe clause.
+The oracle (``helpers.exact_violation``) enumerates every activation pattern of the hidden ReLUs and solves
+one LP per pattern with scipy's own LP solver (independent of PuLP/CBC): the property is violated iff some
+pattern's polytope (inside the box, consistent with the pattern) reaches an unsafe clause.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linprog
+from helpers import exact_violation, relu_network
 from torch import nn
 
 import verify
@@ -21,47 +19,7 @@ from verify.errors import NetworkError, SolverError, SpecError
 from verify.network import ReluNetwork
 from verify.properties import Spec, robustness
 
-
-def _net(seed: int, widths=(2, 5, 4, 3)) -> ReluNetwork:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return ReluNetwork.from_torch(nn.Sequential(*layers), (widths[0],))
-
-
-def _oracle(net: ReluNetwork, spec: Spec) -> bool:
-    """True iff some input of the box maps into some unsafe clause (exact, by pattern enumeration)."""
-    sizes = net.relu_sizes
-    n = net.n_inputs
-    for pattern in itertools.product([0, 1], repeat=sum(sizes)):
-        # Affine map of each layer's pre-activation as a function of x under this pattern.
-        m, c = np.eye(n), np.zeros(n)
-        a_ub, b_ub = [], []
-        offset = 0
-        for k, size in enumerate(sizes):
-            zm, zc = net.weights[k] @ m, net.weights[k] @ c + net.biases[k]
-            p = np.array(pattern[offset : offset + size])
-            offset += size
-            for j in range(size):
-                if p[j]:  # active: z >= 0  ->  -z <= 0
-                    a_ub.append(-zm[j])
-                    b_ub.append(zc[j])
-                else:  # inactive: z <= 0
-                    a_ub.append(zm[j])
-                    b_ub.append(-zc[j])
-            m, c = zm * p[:, None], zc * p
-        ym, yc = net.weights[-1] @ m, net.weights[-1] @ c + net.biases[-1]
-        for a, b in spec.unsafe:
-            rows_a = [*a_ub, *(a @ ym)]
-            rows_b = [*b_ub, *(b - a @ yc)]
-            res = linprog(np.zeros(n), A_ub=np.array(rows_a), b_ub=np.array(rows_b),
-                          bounds=list(zip(spec.lower, spec.upper, strict=True)), method="highs")
-            if res.status == 0:
-                return True
-    return False
+WIDTHS = (2, 5, 4, 3)
 
 
 def _random_spec(net: ReluNetwork, rng: np.random.Generator) -> Spec:
@@ -75,9 +33,9 @@ def _random_spec(net: ReluNetwork, rng: np.random.Generator) -> Spec:
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
 @pytest.mark.parametrize("seed", range(12))
 def test_agrees_with_pattern_enumeration_oracle(seed, solver):
-    net = _net(seed)
+    net = relu_network(WIDTHS, seed)
     spec = _random_spec(net, np.random.default_rng(seed))
-    truth = _oracle(net, spec)
+    truth = exact_violation(net, spec)
     res = verify.verify(net, spec, solver=solver, timeout=30)
     assert res.status in ("verified", "falsified"), res
     assert (res.status == "falsified") == truth, (res.status, res.method, truth)
@@ -89,15 +47,15 @@ def test_agrees_with_pattern_enumeration_oracle(seed, solver):
 @pytest.mark.parametrize("seed", range(6))
 def test_milp_alone_agrees_with_oracle(seed):
     # No attack: every answer comes from bounds or the MILP.
-    net = _net(100 + seed, widths=(3, 6, 5, 4))
+    net = relu_network((3, 6, 5, 4), 100 + seed)
     spec = _random_spec(net, np.random.default_rng(seed))
     res = verify.verify(net, spec, timeout=30, attack=False)
-    assert (res.status == "falsified") == _oracle(net, spec)
+    assert (res.status == "falsified") == exact_violation(net, spec)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_verified_never_meets_a_sampled_violation(seed):
-    net = _net(200 + seed, widths=(4, 8, 8, 3))
+    net = relu_network((4, 8, 8, 3), 200 + seed)
     rng = np.random.default_rng(seed)
     spec = _random_spec(net, rng)
     res = verify.verify(net, spec, timeout=30)
@@ -111,7 +69,7 @@ def test_verified_never_meets_a_sampled_violation(seed):
 
 
 def test_nap_states_constrain_the_milp():
-    net = _net(7, widths=(2, 6, 3))
+    net = relu_network((2, 6, 3), 7)
     spec = Spec(np.full(2, -1.0), np.full(2, 1.0), [(np.array([[1.0, -1.0, 0.0]]), np.zeros(1))])
     free = verify.verify(net, spec, timeout=30, attack=False)
     # Fixing every hidden neuron to the state it has at one point leaves only inputs in that linear region.
@@ -128,7 +86,7 @@ def test_nap_states_constrain_the_milp():
 
 
 def test_result_strings():
-    net = _net(1)
+    net = relu_network(WIDTHS, 1)
     spec = _random_spec(net, np.random.default_rng(1))
     res = verify.verify(net, spec, timeout=30)
     text = res.vnncomp_text()
@@ -139,7 +97,7 @@ def test_result_strings():
 
 # ---------------------------------------------------------------- bad input
 def test_bad_timeout_and_solver():
-    net = _net(0)
+    net = relu_network(WIDTHS, 0)
     spec = _random_spec(net, np.random.default_rng(0))
     for bad in (0, -1, float("nan")):
         with pytest.raises(InvalidParameterError, match="timeout"):
@@ -149,7 +107,7 @@ def test_bad_timeout_and_solver():
 
 
 def test_spec_size_mismatch_and_empty_box():
-    net = _net(0)
+    net = relu_network(WIDTHS, 0)
     with pytest.raises(SpecError, match="3 inputs but the network has 2"):
         verify.verify(net, robustness(np.zeros(3), 0.1, 0, 3), timeout=5)
     with pytest.raises(SpecError, match="empty input box"):
@@ -165,7 +123,7 @@ def test_missing_solver_says_how_to_install(monkeypatch):
     import verify.solvers as solvers
 
     monkeypatch.setattr(solvers, "available_solvers", lambda: ["cbc"])
-    net = _net(0)
+    net = relu_network(WIDTHS, 0)
     with pytest.raises(SolverError, match="pip install highspy"):
         verify.verify(net, _random_spec(net, np.random.default_rng(0)), solver="highs", timeout=5)
 
@@ -173,7 +131,7 @@ def test_missing_solver_says_how_to_install(monkeypatch):
 def test_timeout_is_reported_not_answered():
     # A deep network with a wide box cannot be settled in 0.3 s: the answer must be timeout (or a real
     # counterexample from the attack), never "verified".
-    net = _net(5, widths=(10, 40, 40, 40, 40, 2))
+    net = relu_network((10, 40, 40, 40, 40, 2), 5)
     spec = robustness(np.zeros(10), 1.0, 0, 2, domain=(-1, 1))
     res = verify.verify(net, spec, timeout=0.3, attack=False)
     assert res.status in ("timeout", "falsified"), res
@@ -184,7 +142,7 @@ def test_timeout_is_reported_not_answered():
 def test_shared_bounds_give_the_same_answers_and_tighten_once():
     from verify.bounds import BoxBounds
 
-    net = _net(11, widths=(3, 5, 4, 4))
+    net = relu_network((3, 5, 4, 4), 11)
     spec = robustness(np.zeros(3), 0.9, 0, 4, domain=(-1, 1))
     shared = BoxBounds(net, spec.lower, spec.upper)
     for j in (1, 2, 3):
@@ -192,7 +150,7 @@ def test_shared_bounds_give_the_same_answers_and_tighten_once():
         alone = verify.verify(net, one, timeout=30, attack=False)
         with_shared = verify.verify(net, one, timeout=30, attack=False, bounds=shared)
         assert with_shared.stats["shared_bounds"]
-        assert alone.status == with_shared.status == ("falsified" if _oracle(net, one) else "verified")
+        assert alone.status == with_shared.status == ("falsified" if exact_violation(net, one) else "verified")
     first, stats = shared.tightened()
     lps = stats["lps"]
     again, stats = shared.tightened()
@@ -202,7 +160,7 @@ def test_shared_bounds_give_the_same_answers_and_tighten_once():
 def test_shared_bounds_of_another_box_are_refused():
     from verify.bounds import BoxBounds
 
-    net = _net(0)
+    net = relu_network(WIDTHS, 0)
     spec = _random_spec(net, np.random.default_rng(0))
     other = BoxBounds(net, spec.lower - 0.1, spec.upper)
     with pytest.raises(SpecError, match="BoxBounds computed for this network"):
