@@ -78,6 +78,7 @@ __all__ = [
     "METHODS",
     "ROUTERS",
     "SUPPORTED_ACTS",
+    "DetectOptions",
     "ExpertFFN",
     "MoEReport",
     "MoEState",
@@ -725,6 +726,252 @@ def _as_methods(method: str | Sequence[str]) -> list[str]:
     return methods
 
 
+@dataclass(frozen=True)
+class DetectOptions:
+    """The checked settings of one :func:`detect` run: every argument but the model, the data and the layers.
+
+    Build it with :meth:`build`, which checks the arguments exactly as :func:`detect` does and fills in the
+    defaults; the fields then hold normalised values (tuples, ints, floats).
+
+    Attributes:
+        methods: partition methods, the primary one first. n_experts: experts per layer. top_k: experts kept
+            per token in the headline metrics. routers: routers of the task curves. fractions: fractions of
+            experts active in the task curves. task: True, False or a callable, as in :func:`detect`.
+        n_random, seed, max_tokens, graph_knn, device, verbose: as in :func:`detect` (``max_tokens`` is
+            checked by :func:`capture`, after the layers).
+    """
+
+    methods: tuple[str, ...]
+    n_experts: int
+    top_k: int
+    routers: tuple[str, ...]
+    fractions: tuple[float, ...]
+    task: bool | Callable[[nn.Module], float | Mapping[str, float]]
+    n_random: int
+    seed: int
+    max_tokens: int
+    graph_knn: int
+    device: str | torch.device | None
+    verbose: bool
+
+    @classmethod
+    def build(
+        cls,
+        n_experts: int = 16,
+        method: str | Sequence[str] = "activations",
+        top_k: int | None = None,
+        *,
+        routers: Sequence[str] = ROUTERS,
+        fractions: Sequence[float] = (0.125, 0.25, 0.5),
+        task: bool | Callable[[nn.Module], float | Mapping[str, float]] = True,
+        n_random: int = 5,
+        seed: int = 0,
+        max_tokens: int = 8192,
+        graph_knn: int = 16,
+        device: str | torch.device | None = None,
+        verbose: bool = True,
+    ) -> DetectOptions:
+        """Check the arguments of :func:`detect` (same names and defaults) and normalise them.
+
+        Raises:
+            InvalidParameterError: unknown or repeated method, unknown router, n_experts < 1, top_k outside
+                1..n_experts, n_random < 1, a fraction outside (0, 1].
+
+        Example:
+            >>> DetectOptions.build(16, ["weights", "random"]).top_k
+            4
+        """
+        methods = _as_methods(method)
+        for r in routers:
+            check_choice("routers", r, ROUTERS)
+        n_experts = check_int("n_experts", n_experts, 1)
+        top_k = _check_top_k(max(1, n_experts // 4) if top_k is None else top_k, n_experts)
+        n_random = check_int("n_random", n_random, 1)
+        fracs = [float(f) for f in fractions]
+        if any(not (0 < f <= 1) or math.isnan(f) for f in fracs):
+            raise InvalidParameterError(f"fractions must lie in (0, 1]; got {list(fractions)}")
+        return cls(tuple(methods), n_experts, top_k, tuple(routers), tuple(fracs), task, n_random, seed,
+                   max_tokens, graph_knn, device, verbose)
+
+
+def _detect_sites(model: nn.Module, layers: Sequence[str | int] | str | int | None,
+                  opts: DetectOptions) -> list[FFNSite]:
+    """Step "select sites": the FFN layers to study, each checked to split into ``opts.n_experts`` experts."""
+    sites = select_sites(model, [layers] if isinstance(layers, (str, int)) else layers)
+    for site in sites:
+        _check_experts(site, opts.n_experts)
+    return sites
+
+
+def _detect_capture(model: nn.Module, loader: Iterable[Any], sites: list[FFNSite],
+                    opts: DetectOptions) -> FFNActivations:
+    """Step "capture activations": the layers' activations, at least 4 token rows (half fit, half measure)."""
+    acts = capture(model, loader, [s.name for s in sites], max_tokens=opts.max_tokens, device=opts.device,
+                   verbose=opts.verbose)
+    n_tok = acts.n_tokens
+    if n_tok < 4:
+        raise DataError(f"the loader gave only {n_tok} token rows; need at least 4 (half fit, half measure)")
+    return acts
+
+
+@dataclass
+class _LayerData:
+    """One layer's activations ``h`` split in halves: ``h_fit`` fits the partitions, ``h_ev`` / ``z_ev``
+    measure them; ``graph`` is the co-activation graph of the fit half."""
+
+    site: FFNSite
+    h: torch.Tensor
+    h_fit: torch.Tensor
+    h_ev: torch.Tensor
+    z_ev: torch.Tensor
+    graph: Any
+
+    @classmethod
+    def split(cls, site: FFNSite, acts: FFNActivations, opts: DetectOptions) -> _LayerData:
+        """The halves of ``site``'s captured activations (first half fits, second half measures)."""
+        half = acts.n_tokens // 2
+        h = acts.h[site.name]
+        return cls(site, h, h[:half], h[half:], acts.z[site.name][half:],
+                   coactivation_graph(h[:half].numpy() > 0, opts.graph_knn))
+
+
+def _fit_partition(layer: _LayerData, meth: str, seed: int, opts: DetectOptions) -> torch.Tensor:
+    """The partition of ``layer`` by ``meth`` fitted on the fit half (``"graph"`` reuses ``layer.graph``)."""
+    if meth == "graph":
+        return torch.from_numpy(graph_partition(layer.graph, opts.n_experts, seed))
+    return partition(meth, opts.n_experts, w_in=layer.site.w_in, activations=layer.h_fit, seed=seed,
+                     graph_knn=opts.graph_knn)
+
+
+@dataclass
+class _RandomBaseline:
+    """Random partitions of one layer and their metrics (coverage over k: mean and std over the seeds)."""
+
+    partitions: list[torch.Tensor]
+    coverage_mean: list[float]
+    coverage_std: list[float]
+    modularity: float
+    load_entropy: float
+
+
+def _random_baseline(layer: _LayerData, opts: DetectOptions) -> _RandomBaseline:
+    """Step "random baseline": ``opts.n_random`` random partitions (seeds ``seed ..``), measured."""
+    n, rand_seed = opts.n_experts, opts.seed
+    rand = [partition("random", n, w_in=layer.site.w_in, seed=rand_seed + i) for i in range(opts.n_random)]
+    curves = torch.stack([coverage_curve(layer.h_ev, lab, n) for lab in rand])
+    return _RandomBaseline(
+        rand, curves.mean(0).tolist(), (curves.std(0) if opts.n_random > 1 else torch.zeros(n)).tolist(),
+        float(np.mean([modularity(layer.graph, lab) for lab in rand])),
+        float(np.mean([load_entropy(_oracle_select(layer.h_ev, lab, n, opts.top_k)) for lab in rand])))
+
+
+def _measure_method(layer: _LayerData, meth: str, baseline: _RandomBaseline,
+                    opts: DetectOptions) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
+    """Step "partition per method" for one method: ``(labels, metric -> value, oracle top-k selection)``;
+    ``"random"`` takes the first random partition and has no partition stability."""
+    labels = baseline.partitions[0] if meth == "random" else _fit_partition(layer, meth, opts.seed, opts)
+    sel = _oracle_select(layer.h_ev, labels, opts.n_experts, opts.top_k)
+    values: dict[str, Any] = {
+        "coverage": coverage_curve(layer.h_ev, labels, opts.n_experts).tolist(),
+        "load_entropy": load_entropy(sel),
+        "modularity": modularity(layer.graph, labels),
+        "routing_stability": {r: _router_agreement(layer.site, layer.z_ev, layer.h_ev, labels, r, opts.top_k)
+                              for r in ("similarity", "avg_k")},
+    }
+    if meth != "random":
+        values["partition_stability"] = _ari(labels, _fit_partition(layer, meth, opts.seed + 1, opts))
+    return labels, values, sel
+
+
+def _layer_metrics(layer: _LayerData,
+                   opts: DetectOptions) -> tuple[dict[str, torch.Tensor], dict[str, Any], torch.Tensor]:
+    """Step "metrics per layer": ``(method -> labels, the layer's entry of MoEReport.metrics, co-activation of
+    the primary method's oracle top-k)``."""
+    h = layer.h
+    negative_share = float(h.clamp_max(0).abs().sum() / h.abs().sum().clamp_min(1e-30))
+    m: dict[str, Any] = {"sparsity": float((h <= 0).float().mean()), "negative_mass_share": negative_share,
+                         "coverage": {}, "load_entropy": {}, "modularity": {}, "routing_stability": {},
+                         "partition_stability": {}}
+    base = _random_baseline(layer, opts)
+    m["random_coverage_mean"], m["random_coverage_std"] = base.coverage_mean, base.coverage_std
+    m["modularity"]["random"], m["load_entropy"]["random"] = base.modularity, base.load_entropy
+    labels_of: dict[str, torch.Tensor] = {}
+    selected: dict[str, torch.Tensor] = {}
+    for meth in opts.methods:
+        labels_of[meth], values, selected[meth] = _measure_method(layer, meth, base, opts)
+        for key, value in values.items():
+            m[key][meth] = value
+    s_f = selected[opts.methods[0]].float()
+    return labels_of, m, (s_f.T @ s_f) / len(s_f)
+
+
+@dataclass
+class _Fitted:
+    """What the per-layer steps produced, keyed as in :class:`MoEReport`."""
+
+    partitions: dict[str, dict[str, torch.Tensor]]
+    metrics: dict[str, dict[str, Any]]
+    coactivation: dict[str, torch.Tensor]
+
+
+def _partition_layers(sites: list[FFNSite], acts: FFNActivations, opts: DetectOptions) -> _Fitted:
+    """Steps "partition per method", "random baseline" and "metrics per layer" over every layer."""
+    from tqdm.auto import tqdm
+
+    fitted = _Fitted({m: {} for m in opts.methods}, {}, {})
+    for site in tqdm(sites, disable=not opts.verbose, desc="partition layers", leave=False):
+        labels_of, metrics, coact = _layer_metrics(_LayerData.split(site, acts, opts), opts)
+        for meth, labels in labels_of.items():
+            fitted.partitions[meth][site.name] = labels
+        fitted.metrics[site.name] = metrics
+        fitted.coactivation[site.name] = coact
+    return fitted
+
+
+def _run_task(model: nn.Module, task: bool | Callable[[nn.Module], float | Mapping[str, float]],
+              loader: Iterable[Any], device: str | torch.device | None) -> dict[str, float]:
+    """One task measurement: ``task(model)`` as a dict (a float becomes ``{"metric": value}``), or
+    :func:`task_metric` on ``loader`` when ``task`` is not callable."""
+    if callable(task):
+        val = task(model)
+        return dict(val) if isinstance(val, Mapping) else {"metric": float(val)}
+    return task_metric(model, loader, device)
+
+
+def _task_curves(model: nn.Module, loader: Iterable[Any], eval_loader: Iterable[Any] | None,
+                 partitions: dict[str, dict[str, torch.Tensor]], opts: DetectOptions) -> dict[str, Any]:
+    """Step "task curves": the task metric dense and in MoE form per method, router and fraction of experts
+    active (``{}`` when ``opts.task`` is False)."""
+    if opts.task is False:
+        return {}
+    ev = eval_loader if eval_loader is not None else loader
+    ks = [max(1, round(f * opts.n_experts)) for f in opts.fractions]
+    out: dict[str, Any] = {"fractions": list(opts.fractions), "top_k": ks,
+                           "dense": _run_task(model, opts.task, ev, opts.device), "curves": {}}
+    for meth in opts.methods:
+        out["curves"][meth] = {}
+        for r in opts.routers:
+            vals = []
+            for k in ks:
+                with moe_form(model, partitions[meth], top_k=k, router=r):
+                    vals.append(_run_task(model, opts.task, ev, opts.device))
+            out["curves"][meth][r] = vals
+    return out
+
+
+def _assemble_report(sites: list[FFNSite], n_tokens: int, fitted: _Fitted, task_out: dict[str, Any],
+                     opts: DetectOptions) -> MoEReport:
+    """Step "assemble report": the :class:`MoEReport`, with the settings and the fit / measure token
+    counts."""
+    half = n_tokens // 2
+    settings = {"seed": opts.seed, "n_random": opts.n_random, "max_tokens": opts.max_tokens,
+                "graph_knn": opts.graph_knn, "fit_tokens": half, "eval_tokens": n_tokens - half,
+                "routers": list(opts.routers)}
+    return MoEReport(list(opts.methods), opts.n_experts, opts.top_k, [s.name for s in sites],
+                     {s.name: s.d_ff for s in sites}, {s.name: s.act for s in sites}, fitted.partitions,
+                     fitted.metrics, fitted.coactivation, task_out, settings)
+
+
 def detect(
     model: nn.Module,
     loader: Iterable[Any],
@@ -781,87 +1028,11 @@ def detect(
         >>> rep.layers, len(rep.metrics["1"]["coverage"]["weights"])
         (['1'], 4)
     """
-    methods = _as_methods(method)
-    for r in routers:
-        check_choice("routers", r, ROUTERS)
-    n_experts = check_int("n_experts", n_experts, 1)
-    top_k = _check_top_k(max(1, n_experts // 4) if top_k is None else top_k, n_experts)
-    n_random = check_int("n_random", n_random, 1)
-    fracs = [float(f) for f in fractions]
-    if any(not (0 < f <= 1) or math.isnan(f) for f in fracs):
-        raise InvalidParameterError(f"fractions must lie in (0, 1]; got {list(fractions)}")
-    sites = select_sites(model, [layers] if isinstance(layers, (str, int)) else layers)
-    for site in sites:
-        _check_experts(site, n_experts)
-    acts = capture(model, loader, [s.name for s in sites], max_tokens=max_tokens, device=device, verbose=verbose)
-    n_tok = acts.n_tokens
-    if n_tok < 4:
-        raise DataError(f"the loader gave only {n_tok} token rows; need at least 4 (half fit, half measure)")
-    half = n_tok // 2
-    partitions: dict[str, dict[str, torch.Tensor]] = {m: {} for m in methods}
-    metrics: dict[str, dict[str, Any]] = {}
-    coact: dict[str, torch.Tensor] = {}
-    from tqdm.auto import tqdm
-
-    for site in tqdm(sites, disable=not verbose, desc="partition layers", leave=False):
-        name = site.name
-        h_fit, h_ev, z_ev = acts.h[name][:half], acts.h[name][half:], acts.z[name][half:]
-        graph = coactivation_graph(h_fit.numpy() > 0, graph_knn)
-        m: dict[str, Any] = {"sparsity": float((acts.h[name] <= 0).float().mean()),
-                             "negative_mass_share": float(acts.h[name].clamp_max(0).abs().sum()
-                                                          / acts.h[name].abs().sum().clamp_min(1e-30)),
-                             "coverage": {}, "load_entropy": {}, "modularity": {}, "routing_stability": {},
-                             "partition_stability": {}}
-
-        def fit(meth: str, s: int, _site: FFNSite = site, _h: torch.Tensor = h_fit, _g: Any = graph) -> torch.Tensor:
-            if meth == "graph":
-                return torch.from_numpy(graph_partition(_g, n_experts, s))
-            return partition(meth, n_experts, w_in=_site.w_in, activations=_h, seed=s, graph_knn=graph_knn)
-
-        rand = [partition("random", n_experts, w_in=site.w_in, seed=seed + i) for i in range(n_random)]
-        curves = torch.stack([coverage_curve(h_ev, lab, n_experts) for lab in rand])
-        m["random_coverage_mean"] = curves.mean(0).tolist()
-        m["random_coverage_std"] = (curves.std(0) if n_random > 1 else torch.zeros(n_experts)).tolist()
-        m["modularity"]["random"] = float(np.mean([modularity(graph, lab) for lab in rand]))
-        m["load_entropy"]["random"] = float(np.mean(
-            [load_entropy(_oracle_select(h_ev, lab, n_experts, top_k)) for lab in rand]))
-        for meth in methods:
-            labels = rand[0] if meth == "random" else fit(meth, seed)
-            partitions[meth][name] = labels
-            m["coverage"][meth] = coverage_curve(h_ev, labels, n_experts).tolist()
-            sel = _oracle_select(h_ev, labels, n_experts, top_k)
-            m["load_entropy"][meth] = load_entropy(sel)
-            m["modularity"][meth] = modularity(graph, labels)
-            m["routing_stability"][meth] = {r: _router_agreement(site, z_ev, h_ev, labels, r, top_k)
-                                            for r in ("similarity", "avg_k")}
-            if meth != "random":
-                m["partition_stability"][meth] = _ari(labels, fit(meth, seed + 1))
-            if meth == methods[0]:
-                s_f = sel.float()
-                coact[name] = (s_f.T @ s_f) / len(s_f)
-        metrics[name] = m
-
-    task_out: dict[str, Any] = {}
-    if task is not False:
-        ev = eval_loader if eval_loader is not None else loader
-
-        def run_task() -> dict[str, float]:
-            if callable(task):
-                val = task(model)
-                return dict(val) if isinstance(val, Mapping) else {"metric": float(val)}
-            return task_metric(model, ev, device)
-
-        ks = [max(1, round(f * n_experts)) for f in fracs]
-        task_out = {"fractions": fracs, "top_k": ks, "dense": run_task(), "curves": {}}
-        for meth in methods:
-            task_out["curves"][meth] = {}
-            for r in routers:
-                vals = []
-                for k in ks:
-                    with moe_form(model, partitions[meth], top_k=k, router=r):
-                        vals.append(run_task())
-                task_out["curves"][meth][r] = vals
-    settings = {"seed": seed, "n_random": n_random, "max_tokens": max_tokens, "graph_knn": graph_knn,
-                "fit_tokens": half, "eval_tokens": n_tok - half, "routers": list(routers)}
-    return MoEReport(methods, n_experts, top_k, [s.name for s in sites], {s.name: s.d_ff for s in sites},
-                     {s.name: s.act for s in sites}, partitions, metrics, coact, task_out, settings)
+    opts = DetectOptions.build(n_experts, method, top_k, routers=routers, fractions=fractions, task=task,
+                               n_random=n_random, seed=seed, max_tokens=max_tokens, graph_knn=graph_knn,
+                               device=device, verbose=verbose)
+    sites = _detect_sites(model, layers, opts)
+    acts = _detect_capture(model, loader, sites, opts)
+    fitted = _partition_layers(sites, acts, opts)
+    task_out = _task_curves(model, loader, eval_loader, fitted.partitions, opts)
+    return _assemble_report(sites, acts.n_tokens, fitted, task_out, opts)
