@@ -43,7 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -58,10 +57,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from probe.core.artifacts import read_tensors, write_json, write_tensors
+from probe.core.artifacts import check_stamp, read_json, read_tensors, stamp, write_json, write_tensors
 from probe.core.device import resolve_device
-from probe.core.errors import DataError, InvalidParameterError, ModelError
+from probe.core.errors import (
+    CorruptDataError,
+    DataError,
+    DataNotFoundError,
+    InvalidParameterError,
+    ModelError,
+)
 from probe.core.progress import progress
+from probe.core.table import Table
 from probe.core.validate import check_choice, check_int
 from probe.graph.ffn import SUPPORTED_ACTS, FFNSite, UnsupportedActivationError, find_ffns, select_sites
 from probe.moe.partition import (
@@ -101,7 +107,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("random", "weights", "activations", "graph")
 ROUTERS = ("oracle", "similarity", "avg_k")
-_FORMAT = "neurospec.moe/1"
+_KIND = "moe"
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -638,8 +644,9 @@ class MoEReport:
         fitted = [m for m in self.methods if m != "random"] or self.methods
         return max(fitted, key=lambda m: self.coverage(layer, m))
 
-    def table(self) -> list[dict[str, Any]]:
-        """One row per (layer, method): coverage at top_k, random mean +- std, gain, modularity, stability."""
+    def table(self) -> Table:
+        """One row per (layer, method): coverage at top_k, random mean +- std, gain, modularity, stability
+        (a list of dicts that prints as a table)."""
         rows = []
         for layer in self.layers:
             m = self.metrics[layer]
@@ -655,7 +662,17 @@ class MoEReport:
                     "routing_stability": m["routing_stability"].get(method, {}),
                     "partition_stability": m["partition_stability"].get(method),
                 })
-        return rows
+        columns = ["layer", "method", "coverage", "random_mean", "random_std", "gain_points", "modularity",
+                   "sparsity"]
+        return Table(rows, columns=columns, title=f"emergent experts: {self.n_experts} per layer, top-{self.top_k}")
+
+    def __repr__(self) -> str:
+        gains = {layer: round(self.gain(layer, self.best_method(layer)), 1) for layer in self.layers}
+        return (f"MoEReport(layers={self.layers}, methods={self.methods}, n_experts={self.n_experts}, "
+                f"top_k={self.top_k}, coverage gain over random (points, best method)={gains})")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -663,9 +680,9 @@ class MoEReport:
         directory = Path(directory)
         tensors = {f"partition/{meth}/{layer}": lab for meth, d in self.partitions.items() for layer, lab in d.items()}
         tensors.update({f"coactivation/{layer}": c.float() for layer, c in self.coactivation.items()})
-        write_tensors(directory / "partitions.safetensors", tensors, metadata={"format": _FORMAT})
+        write_tensors(directory / "partitions.safetensors", tensors, metadata={"format": stamp(_KIND)["format"]})
         write_json(directory / "moe_report.json", {
-            "format": _FORMAT, "methods": self.methods, "n_experts": self.n_experts, "top_k": self.top_k,
+            **stamp(_KIND), "methods": self.methods, "n_experts": self.n_experts, "top_k": self.top_k,
             "layers": self.layers, "d_ff": self.d_ff, "act_fn": self.act_fn, "metrics": self.metrics,
             "task": self.task, "settings": self.settings})
         return directory
@@ -679,14 +696,13 @@ class MoEReport:
         """
         directory = Path(directory)
         try:
-            obj = json.loads((directory / "moe_report.json").read_text())
+            obj = read_json(directory / "moe_report.json", what="MoE report")
             tensors = read_tensors(directory / "partitions.safetensors")
-        except FileNotFoundError as err:
-            raise DataError(f"no MoE report in {str(directory)!r}: {err}") from err
-        except (OSError, ValueError) as err:
-            raise DataError(f"unreadable MoE report in {str(directory)!r}: {err}") from err
-        if obj.get("format") != _FORMAT:
-            raise DataError(f"{str(directory)!r} is not a neurospec MoE report (format {obj.get('format')!r})")
+        except DataNotFoundError as err:
+            raise DataNotFoundError(f"no MoE report in {str(directory)!r}: {err}") from err
+        except DataError as err:
+            raise CorruptDataError(f"unreadable MoE report in {str(directory)!r}: {err}") from err
+        check_stamp(obj, _KIND, directory, what="neurospec MoE report")
         parts: dict[str, dict[str, torch.Tensor]] = {}
         coact: dict[str, torch.Tensor] = {}
         for key, value in tensors.items():
@@ -782,6 +798,7 @@ class DetectOptions:
             4
         """
         methods = _as_methods(method)
+        routers = [routers] if isinstance(routers, str) else list(routers)  # one router may be named alone
         for r in routers:
             check_choice("routers", r, ROUTERS)
         n_experts = check_int("n_experts", n_experts, 1)
@@ -883,8 +900,9 @@ def _measure_method(layer: _LayerData, meth: str, baseline: _RandomBaseline,
     return labels, values, sel
 
 
-def _layer_metrics(layer: _LayerData,
-                   opts: DetectOptions) -> tuple[dict[str, torch.Tensor], dict[str, Any], torch.Tensor]:
+def _layer_metrics(layer: _LayerData, opts: DetectOptions,
+                   tick: Callable[[int], Any] = lambda n: None,
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any], torch.Tensor]:
     """Step "metrics per layer": ``(method -> labels, the layer's entry of MoEReport.metrics, co-activation of
     the primary method's oracle top-k)``."""
     h = layer.h
@@ -893,12 +911,14 @@ def _layer_metrics(layer: _LayerData,
                          "coverage": {}, "load_entropy": {}, "modularity": {}, "routing_stability": {},
                          "partition_stability": {}}
     base = _random_baseline(layer, opts)
+    tick(1)
     m["random_coverage_mean"], m["random_coverage_std"] = base.coverage_mean, base.coverage_std
     m["modularity"]["random"], m["load_entropy"]["random"] = base.modularity, base.load_entropy
     labels_of: dict[str, torch.Tensor] = {}
     selected: dict[str, torch.Tensor] = {}
     for meth in opts.methods:
         labels_of[meth], values, selected[meth] = _measure_method(layer, meth, base, opts)
+        tick(1)
         for key, value in values.items():
             m[key][meth] = value
     s_f = selected[opts.methods[0]].float()
@@ -919,12 +939,17 @@ def _partition_layers(sites: list[FFNSite], acts: FFNActivations, opts: DetectOp
     from tqdm.auto import tqdm
 
     fitted = _Fitted({m: {} for m in opts.methods}, {}, {})
-    for site in tqdm(sites, disable=not opts.verbose, desc="partition layers", leave=False):
-        labels_of, metrics, coact = _layer_metrics(_LayerData.split(site, acts, opts), opts)
+    # One bar over every (layer, method) unit plus each layer's random baseline, so long layers show progress.
+    bar = tqdm(total=len(sites) * (len(opts.methods) + 1), disable=not opts.verbose, desc="partition layers",
+               leave=False)
+    for site in sites:
+        bar.set_postfix_str(site.name)
+        labels_of, metrics, coact = _layer_metrics(_LayerData.split(site, acts, opts), opts, bar.update)
         for meth, labels in labels_of.items():
             fitted.partitions[meth][site.name] = labels
         fitted.metrics[site.name] = metrics
         fitted.coactivation[site.name] = coact
+    bar.close()
     return fitted
 
 
@@ -946,16 +971,24 @@ def _task_curves(model: nn.Module, loader: Iterable[Any], eval_loader: Iterable[
         return {}
     ev = eval_loader if eval_loader is not None else loader
     ks = [max(1, round(f * opts.n_experts)) for f in opts.fractions]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1 + len(opts.methods) * len(opts.routers) * len(ks), disable=not opts.verbose,
+               desc="task curves", leave=False)
     out: dict[str, Any] = {"fractions": list(opts.fractions), "top_k": ks,
                            "dense": _run_task(model, opts.task, ev, opts.device), "curves": {}}
+    bar.update(1)
     for meth in opts.methods:
         out["curves"][meth] = {}
         for r in opts.routers:
             vals = []
             for k in ks:
+                bar.set_postfix_str(f"{meth}/{r} top-{k}")
                 with moe_form(model, partitions[meth], top_k=k, router=r):
                     vals.append(_run_task(model, opts.task, ev, opts.device))
+                bar.update(1)
             out["curves"][meth][r] = vals
+    bar.close()
     return out
 
 

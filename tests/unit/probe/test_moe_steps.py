@@ -49,3 +49,9 @@ def test_bad_arguments_fail_as_in_detect(kwargs, message):
     with pytest.raises(InvalidParameterError) as from_detect:
         moe.detect(nn.Sequential(nn.Linear(2, 2)), [torch.zeros(1, 2)], verbose=False, **kwargs)
     assert str(from_detect.value) == str(from_options.value)
+
+
+def test_one_router_may_be_named_alone():
+    from probe.moe import DetectOptions
+
+    assert DetectOptions.build(4, "random", routers="oracle").routers == ("oracle",)
