@@ -471,4 +471,8 @@ def analyse(model: nn.Module, example: torch.Tensor) -> Analysis:
         ModelError: the model cannot be traced, or an operator touches features in a way merging cannot
             follow (the message names the module or operator and lists what is supported).
     """
-    return _Propagation(model, example).run().analysis()
+    try:
+        return _Propagation(model, example).run().analysis()
+    except (RuntimeError, IndexError, TypeError) as err:  # an operator applied to features it cannot take
+        raise ModelError(f"cannot follow the model's features through its graph: {str(err).splitlines()[0]}. "
+                         f"Supported: {SUPPORTED}") from err

@@ -297,3 +297,21 @@ def test_sigterm_in_the_cli_exits_143_and_keeps_the_checkpoint(tmp_path):
     assert "terminated (SIGTERM)" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
     assert partial.exists() and not out.exists()
+
+
+def test_complexity_of_a_model_that_pools_flat_features_is_a_model_error():
+    from torch import nn
+
+    from probe import complexity
+
+    class PoolsFlat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = nn.functional.adaptive_avg_pool2d(torch.relu(self.a(x)), 1)
+            return self.b(h.reshape(h.shape[0], -1))
+
+    with pytest.raises(ModelError, match="cannot follow the model's features"):
+        complexity.measure(PoolsFlat(), input_shape=(4,))
