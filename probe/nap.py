@@ -48,11 +48,21 @@ from probe.core.progress import progress
 from probe.core.table import Table
 from probe.graph.relus import ReluRecorder, ReluSites, find_relus
 
-__all__ = ["NAPSet", "NAPStats", "mine"]
+__all__ = ["NAPSet", "NAPStats", "check_delta", "mine"]
 
 logger = logging.getLogger(__name__)
 
 _KIND = "nap"
+
+
+def check_delta(delta: float) -> Fraction:
+    """``delta`` as an exact fraction, checked: a number in (0.5, 1] (raises :class:`InvalidParameterError`).
+
+    Example:
+        >>> check_delta(0.99)
+        Fraction(99, 100)
+    """
+    return _delta_fraction(delta)
 
 
 def _delta_fraction(delta: float) -> Fraction:

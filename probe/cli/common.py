@@ -6,16 +6,39 @@ import argparse
 
 from probe.core.errors import InvalidParameterError
 
-__all__ = ["add_subject_args", "data_loader", "load_subject"]
+__all__ = ["add_subject_args", "check_subject_args", "data_loader", "load_subject"]
+
+
+def check_subject_args(args: argparse.Namespace) -> None:
+    """Check the subject options before anything is loaded or trained: the reference model's name, that the
+    ONNX file exists, the data set's name, ``--batch-size`` and ``--limit``."""
+    from pathlib import Path
+
+    from probe.core.errors import ModelError, OnnxFileNotFoundError
+    from probe.core.validate import check_choice, check_int
+    from probe.data import DATASET_NAMES
+    from probe.zoo import REFERENCE_MODELS
+
+    if getattr(args, "model", None) and args.model not in REFERENCE_MODELS:
+        raise ModelError(f"unknown reference model {args.model!r}; choose one of {sorted(REFERENCE_MODELS)}")
+    if getattr(args, "onnx", None) and not Path(args.onnx).is_file():
+        raise OnnxFileNotFoundError(f"ONNX file {args.onnx!r} does not exist")
+    if getattr(args, "data", None) is not None:
+        check_choice("--data", args.data, DATASET_NAMES)
+    if getattr(args, "batch_size", None) is not None:
+        check_int("--batch-size", args.batch_size, 1)
+    if getattr(args, "limit", None) is not None:
+        check_int("--limit", args.limit, 1)
 
 
 def load_subject(args: argparse.Namespace, source: dict | None = None):
     """The model named on the command line (an ONNX file or a cached or freshly trained reference model),
-    else the one recorded in ``source`` (a NAP file's subject)."""
+    else the one recorded in ``source`` (a NAP file's subject). The options are checked first."""
     if not args.onnx and not args.model and source:
         args.onnx, args.model, args.seed = source.get("onnx"), source.get("model"), source.get("seed", args.seed)
     if not args.onnx and not args.model:
         raise InvalidParameterError("name the model with --onnx NET.onnx or --model NAME")
+    check_subject_args(args)
     if args.onnx:
         from probe.graph.onnx import load_onnx
 

@@ -12,6 +12,7 @@ from probe.core.paths import check_output
 def _cmd_nap_mine(args: argparse.Namespace) -> int:
     from probe import nap
 
+    nap.check_delta(args.delta)
     check_output(args.out)
     model = load_subject(args)
     dataset, loader = data_loader(args, args.split)
@@ -34,8 +35,10 @@ def _cmd_nap_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_nap_stats(args: argparse.Namespace) -> int:
-    from probe.nap import NAPSet
+    from probe.nap import NAPSet, check_delta
 
+    for delta in args.deltas or []:
+        check_delta(delta)
     naps = NAPSet.load(args.naps)
     model = load_subject(args, naps.source)
     dataset, loader = data_loader(args, args.split)

@@ -315,3 +315,19 @@ def test_complexity_of_a_model_that_pools_flat_features_is_a_model_error():
 
     with pytest.raises(ModelError, match="cannot follow the model's features"):
         complexity.measure(PoolsFlat(), input_shape=(4,))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "resnet50", "--data", "mnist"], "unknown reference model 'resnet50'"),
+    (["--onnx", "/no/such/net.onnx", "--data", "mnist"], "ONNX file '/no/such/net.onnx' does not exist"),
+    (["--model", "mnist-mlp", "--data", "imagenet"], "--data must be one of"),
+    (["--model", "mnist-mlp", "--data", "mnist", "--batch-size", "0"], "--batch-size must be an int >= 1"),
+    (["--model", "mnist-mlp", "--data", "mnist", "--limit", "-5"], "--limit must be an int >= 1"),
+    (["--model", "mnist-mlp", "--data", "mnist", "--delta", "2"], "delta must be in (0.5, 1]"),
+])
+def test_nap_mine_checks_its_options_before_loading_the_model(tmp_path, capsys, monkeypatch, args, message):
+    from probe.zoo import reference
+
+    monkeypatch.setattr(reference, "train_reference", lambda *a, **k: pytest.fail("the model was trained"))
+    assert main(["nap", "mine", *args, "--out", str(tmp_path / "n.json")]) == 1
+    assert message in _error_line(capsys)
