@@ -3,24 +3,36 @@
 Example:
     neurospec verify --onnx mnist-net_256x2.onnx --vnnlib prop_0_0.03.vnnlib --timeout 120 --out result.txt
     neurospec verify-batch ../shared/data/vnncomp2021/mnistfc/mnistfc_instances.csv --out results.csv
+
+``verify-batch`` checks everything before it runs an instance (every row of the instances CSV, that ``--out``
+can be written and, if it exists, is a results CSV), writes each row as soon as its instance finishes
+(:meth:`probe.core.resultsfile.ResultsFile.append`: locked, atomic, safe with several runs on one file), and
+on SIGINT/SIGTERM exits with 128 + the signal's number and one line saying how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import contextlib
 import logging
+import math
+import signal
+import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from probe.core.artifacts import atomic_write_bytes
+from probe.core.errors import InvalidParameterError, NeurospecError
+from probe.core.paths import check_output
+from verify.batch import FIELDS, missing_files, read_instances, result_row, results_file, settings_mismatch
+from verify.errors import SolverError
 
 __all__ = ["FIELDS", "add_commands", "read_results", "result_row", "run_instance", "write_results"]
 
 logger = logging.getLogger(__name__)
-
-FIELDS = ["onnx", "vnnlib", "timeout", "result", "seconds", "method", "solver", "message"]
 
 
 def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, solver: str = "cbc",
@@ -31,6 +43,8 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
     from verify.network import ReluNetwork
     from verify.vnnlib import read_vnnlib
 
+    if not float(timeout) > 0:
+        raise InvalidParameterError(f"timeout must be a positive number of seconds; got {timeout!r}")
     t0 = time.perf_counter()
     key = str(Path(onnx_path).resolve())
     net = cache.get(key) if cache is not None else None
@@ -50,6 +64,9 @@ def run_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float,
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    _seconds("--timeout", args.timeout)
+    if args.out:
+        check_output(args.out)
     res = run_instance(args.onnx, args.vnnlib, args.timeout, solver=args.solver)
     text = res.vnncomp_text()
     if args.out:
@@ -60,65 +77,133 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def result_row(onnx_rel: str, vnnlib_rel: str, limit: float, res, solver: str) -> dict[str, str]:
-    """One row of a results CSV (columns :data:`FIELDS`); seconds include loading the network."""
-    seconds = res.timings.get("total", 0.0) + res.timings.get("load", 0.0)
-    return {"onnx": onnx_rel, "vnnlib": vnnlib_rel, "timeout": f"{limit:g}", "result": res.vnncomp,
-            "seconds": f"{seconds:.3f}", "method": res.method, "solver": solver, "message": res.message}
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a results CSV (empty if it does not exist); a file that is not one raises
+    :class:`~probe.core.errors.CorruptDataError`. See :func:`verify.batch.results_file`."""
+    return results_file(path).rows()
 
 
-def read_results(path: Path) -> list[dict[str, str]]:
-    """Rows of a results CSV written by :func:`write_results` (empty if it does not exist)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def write_results(path: str | Path, rows: list[dict[str, str]]) -> None:
+    """Replace a results CSV with ``rows`` (locked, atomic). To add one row while other processes may
+    write too, use ``verify.batch.results_file(path).append(row)``."""
+    results_file(path).write(rows)
 
 
-def write_results(path: Path, rows: list[dict[str, str]]) -> None:
-    """Write a results CSV atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
+def _seconds(param: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidParameterError(f"{param} must be a positive number of seconds; got {value:g}")
+    return value
+
+
+class _Stop(BaseException):
+    """Raised by the SIGINT/SIGTERM handler of ``verify-batch``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(state: dict) -> Iterator[None]:
+    """SIGINT/SIGTERM raise :class:`_Stop` while ``state["armed"]``; otherwise they are noted in
+    ``state["signum"]`` and raised by the loop once the finished row is on disk."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        state["signum"] = signum
+        if state["armed"]:
+            raise _Stop(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _cmd_verify_batch(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from verify.errors import SpecError
+    from verify.result import VerificationResult
 
+    scale = _seconds("--timeout-scale", args.timeout_scale)
+    if args.limit is not None and args.limit < 0:
+        raise InvalidParameterError(f"--limit must be a number of instances >= 0; got {args.limit}")
     instances = Path(args.instances)
-    if not instances.exists():
-        raise SpecError(f"instances file {str(instances)!r} does not exist")
+    every = read_instances(instances)  # checks every row (paths, timeout) before anything runs
     root = Path(args.root) if args.root else instances.parent
-    with instances.open(newline="") as fh:
-        todo = [row for row in csv.reader(fh) if row and not row[0].startswith("#")]
-    for k, row in enumerate(todo):
-        if len(row) < 3:
-            raise SpecError(f"{instances}:{k + 1}: expected 'onnx,vnnlib,timeout', got {row!r}")
-    if args.filter:
-        todo = [row for row in todo if args.filter in row[0]]
+    selected = [i for i in every if not args.filter or args.filter in i.onnx]
     if args.limit:
-        todo = todo[: args.limit]
+        selected = selected[: args.limit]
     out = Path(args.out)
-    done = read_results(out)
-    seen = {(r["onnx"], r["vnnlib"]) for r in done}
+    results = results_file(out, fix="pass another --out, or move that file away")
+    results.check()  # writable, and an existing file is a results CSV: before anything runs
+    start = results.by_key()
+    mismatch = settings_mismatch(list(start.values()), every, args.solver, scale)
+    if mismatch:
+        text = (f"{mismatch.rows} of the {len(start)} rows already in {out} were made with other settings than "
+                f"this run's (solver {args.solver}, --timeout-scale {scale:g}): {mismatch.describe()}; they are "
+                "kept (re-run only by --redo-timeouts/--redo-errors), new rows use this run's settings (pass another --out to keep runs apart)")
+        logger.warning(text)
+        print(f"warning: {text}")
+    redo = {"timeout"} if args.redo_timeouts else set()
+    if args.redo_errors:
+        redo.add("error")
+    todo = [i for i in selected if i.key not in start or start[i.key]["result"] in redo]
+    created = results.ensure()
+    if not selected:
+        filtered = " after --filter/--limit" if every else ""
+        print(f"no instances in {instances}{filtered}; "
+              + (f"wrote {out} with the header only" if created else f"{out} left as it was"))
+        return 0
+
     cache: dict = {}
+    finished = 0
+    state = {"armed": True, "signum": None}
     bar = tqdm(todo, desc="verify", disable=args.quiet)
-    for onnx_rel, vnnlib_rel, timeout, *_ in bar:
-        if (onnx_rel, vnnlib_rel) in seen:
-            continue
-        limit = float(timeout) * args.timeout_scale
-        res = run_instance(root / onnx_rel, root / vnnlib_rel, limit, solver=args.solver, cache=cache)
-        done.append(result_row(onnx_rel, vnnlib_rel, limit, res, args.solver))
-        write_results(out, done)  # after every instance, atomically: an interrupted run resumes here
-        bar.set_postfix(last=f"{res.vnncomp} {done[-1]['seconds']}s", refresh=False)
-    counts: dict[str, int] = {}
-    for r in done:
-        counts[r["result"]] = counts.get(r["result"], 0) + 1
-    print(f"{len(done)} instances in {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    with _stopping_on_signals(state):  # from here to the summary, SIGINT and SIGTERM raise _Stop
+        try:
+            for inst in bar:
+                if results.by_key().get(inst.key) != start.get(inst.key):
+                    continue  # another process finished this instance meanwhile
+                limit = inst.timeout * scale
+                reason = missing_files(inst, root)
+                if reason:
+                    res = VerificationResult("error", message=reason, solver=args.solver)
+                else:
+                    try:
+                        res = run_instance(root / inst.onnx, root / inst.vnnlib, limit, solver=args.solver,
+                                           cache=cache)
+                    except SolverError:
+                        raise  # the solver itself is unusable: every instance would fail
+                    except NeurospecError as err:  # this instance's files: record it and go on
+                        res = VerificationResult("error", message=f"{type(err).__name__}: {err}", solver=args.solver)
+                state["armed"] = False  # a signal from here on waits until the row is on disk
+                row = result_row(inst.onnx, inst.vnnlib, limit, res, args.solver)
+                results.append(row)
+                finished += 1
+                state["armed"] = True
+                if state["signum"] is not None:
+                    raise _Stop(state["signum"])
+                bar.set_postfix(last=f"{res.vnncomp} {row['seconds']}s", refresh=False)
+        except (_Stop, KeyboardInterrupt) as err:
+            state["armed"] = False  # a second signal while reporting is only noted
+            bar.close()
+            signum = err.signum if isinstance(err, _Stop) else signal.SIGINT
+            rows = results.by_key()
+            done = sum(i.key in rows for i in selected)
+            print(f"interrupted by {signal.Signals(signum).name}: {finished} instance(s) finished in this run, "
+                  f"{done} of the {len(selected)} selected are in {out}; run the same command again to resume "
+                  "(finished rows are skipped)", file=sys.stderr)
+            return 128 + signum
+        finally:
+            bar.close()
+    rows = results.rows()
+    counts = Counter(r["result"] for r in rows)
+    print(f"{len(rows)} instances in {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
 
 
@@ -137,10 +222,14 @@ def add_commands(sub) -> None:
     batch = sub.add_parser("verify-batch", help="verify every instance of a VNN-COMP instances CSV (resumable)")
     batch.add_argument("instances", help="CSV rows: onnx,vnnlib,timeout (paths relative to --root)")
     batch.add_argument("--root", default=None, help="folder the CSV's paths are relative to (default: its folder)")
-    batch.add_argument("--out", required=True, help="results CSV; existing rows are kept and skipped")
+    batch.add_argument("--out", required=True,
+                       help="results CSV; existing rows are kept and skipped, each new row is written as soon as "
+                            "its instance finishes (safe with several runs on one file)")
     batch.add_argument("--solver", default="cbc", choices=SOLVERS)
     batch.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout")
     batch.add_argument("--filter", default=None, help="only instances whose onnx name contains this")
     batch.add_argument("--limit", type=int, default=None, help="only the first N instances")
+    batch.add_argument("--redo-timeouts", action="store_true", help="run again the rows whose result is timeout")
+    batch.add_argument("--redo-errors", action="store_true", help="run again the rows whose result is error")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_cmd_verify_batch)
