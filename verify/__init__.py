@@ -7,6 +7,8 @@ Example:
     >>> net = ReluNetwork.from_onnx("mnist-net_256x2.onnx")                     # doctest: +SKIP
     >>> spec = read_vnnlib("prop_0_0.03.vnnlib", net.n_inputs, net.n_outputs)   # doctest: +SKIP
     >>> verify.verify(net, spec, solver="cbc", timeout=120).vnncomp             # doctest: +SKIP
+    >>> opts = verify.VerifyOptions(solver="highs", timeout=120)                 # doctest: +SKIP
+    >>> verify.verify(net, spec, options=opts).save("results/prop_0")           # doctest: +SKIP
 
 Modules:
     verify.network     ReluNetwork: affine layers and ReLUs extracted from torch or ONNX models
@@ -15,11 +17,13 @@ Modules:
     verify.solvers     solver choice and status mapping (CBC, HiGHS)
     verify.properties  the Spec type: robustness, NAP robustness, NAP non-ambiguity
     verify.vnnlib      VNN-LIB reader
-    verify.result      VerificationResult and VNN-COMP result strings
+    verify.api         verify() (a list of phases), VerifyOptions, NAP robustness and non-ambiguity
+    verify.result      VerificationResult (save/load) and VNN-COMP result strings
+    verify.batch       instances and results CSVs of `neurospec verify-batch` (verify.cli runs them)
     probe.graph.onnx     ONNX networks as torch modules
 """
 
-from verify.api import nap_ambiguity, nap_robustness, verify
+from verify.api import VerifyOptions, nap_ambiguity, nap_robustness, verify
 
-__all__ = ["nap_ambiguity", "nap_robustness", "verify"]
+__all__ = ["VerifyOptions", "nap_ambiguity", "nap_robustness", "verify"]
 __version__ = "0.1.0"

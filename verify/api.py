@@ -1,22 +1,24 @@
 """``verify.verify(network, spec)``: one call, one result; plus NAP robustness and NAP non-ambiguity.
 
-Phases, all inside one wall-clock budget (``timeout`` seconds, every phase included):
+A call runs the phases of :data:`PHASES` in turn, all inside one wall-clock budget (``timeout`` seconds,
+every phase included); each phase reads and extends one :class:`VerifyContext` and either ends the run with a
+:class:`Verdict` or hands on to the next one. The settings live in a frozen :class:`VerifyOptions`.
 
 1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``;
 2. **bounds** — interval + CROWN back-substitution; an unsafe clause whose lower bound is positive is
-   empty; when every clause is, the property is ``verified`` without a MILP; for clauses still open,
-   alpha-CROWN (relaxation slopes optimised by gradient ascent, ``alpha_share`` of the time) tightens the
-   unstable neurons' bounds and then bounds the clauses again;
-3. **milp** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause on
-   the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
+   empty; when every clause is, the property is ``verified`` without a MILP;
+2b. **alpha** — for clauses still open, alpha-CROWN (relaxation slopes optimised by gradient ascent,
+   ``alpha_share`` of the time) tightens the unstable neurons' bounds and then bounds the clauses again;
+3. **milp_quick** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause
+   on the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
    of the time in all); NAP queries, whose fixed states remove most binaries, usually end here;
 3b. **bab** — clauses still open go to branch and bound on ReLU splits (:mod:`verify.bab`): domains bounded
    with CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split
    on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left;
-3c. clauses BaB leaves open are retried by the MILP, with all the time left, after LP tightening of the
-   unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal slopes give the same
-   bounds as those LPs). Only a solver's or BaB's proof counts for ``verified``; a solver stopped by its
-   limit gives ``timeout``.
+3c. **lp_bounds**, **milp** — clauses BaB leaves open are retried by the MILP, with all the time left, after
+   LP tightening of the unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal
+   slopes give the same bounds as those LPs). Only a solver's or BaB's proof counts for ``verified``; a
+   solver stopped by its limit gives ``timeout``.
 
 Every counterexample is re-run through the extracted network, the source torch model (float32) and, for
 networks loaded from ONNX, the ONNX reference runtime; it must violate the property on each (and follow the
@@ -29,13 +31,18 @@ Example:
     >>> spec = read_vnnlib("prop_0_0.03.vnnlib", net.n_inputs, net.n_outputs)  # doctest: +SKIP
     >>> verify(net, spec, timeout=120).vnncomp                            # doctest: +SKIP
     'unsat'
+    >>> verify(net, spec, options=VerifyOptions(solver="highs", timeout=120)).method  # doctest: +SKIP
+    'bab'
+    >>> [name for name, _ in PHASES]
+    ['attack', 'bounds', 'alpha', 'milp_quick', 'bab', 'lp_bounds', 'milp']
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -43,20 +50,161 @@ import numpy as np
 from probe.core.errors import InvalidParameterError
 from verify.errors import NetworkError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
-from verify.result import Counterexample, VerificationResult
+from verify.result import Counterexample, Status, VerificationResult
 from verify.solvers import check_solver
 
-__all__ = ["nap_ambiguity", "nap_robustness", "nap_states", "verify"]
+__all__ = ["PHASES", "Verdict", "VerifyContext", "VerifyOptions", "nap_ambiguity", "nap_robustness", "nap_states",
+           "verify"]
 
 logger = logging.getLogger(__name__)
 
 
-def _check_inputs(network, spec: Spec, timeout: float, solver: str) -> None:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """The settings of one :func:`verify` call (what :func:`verify` takes besides the network, the property
+    and shared ``bounds``). Building one checks ``timeout`` and ``solver``.
+
+    Attributes:
+        solver: ``"cbc"`` (default) or ``"highs"``.
+        timeout: wall-clock seconds for everything (> 0).
+        attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
+        seed: seed of the attack.
+        lp_share: share of the time left that LP tightening of unstable neurons may take before the clauses
+            still open are retried by the full MILP.
+        quick_share, quick_cap: each clause first gets ``quick_share`` of the time left (at least 1 s, at
+            most ``quick_cap`` s; about a tenth of the time left in all); ``quick_cap=0`` skips that pass.
+        alpha_share: share of the time left after CROWN that alpha-CROWN may take; 0 skips it.
+        bab_share: share of the time left after the quick MILP pass that branch and bound may take; 0 skips
+            it; ``None``: 0.8, but 0 for properties with fixed ReLU states (see :meth:`bab_share_for`).
+
+    Raises:
+        InvalidParameterError: non-positive (or non-numeric, or NaN) timeout.
+        SolverError: unknown or missing solver.
+
+    Example:
+        >>> opts = VerifyOptions(timeout=30, attack=False)
+        >>> opts.solver, opts.timeout, opts.attack
+        ('cbc', 30, False)
+        >>> VerifyOptions(timeout=0)
+        Traceback (most recent call last):
+        ...
+        probe.core.errors.InvalidParameterError: timeout must be a positive number of seconds, got 0
+        >>> verify(net, spec, options=opts).status                        # doctest: +SKIP
+        'verified'
+    """
+
+    solver: str = "cbc"
+    timeout: float = 60.0
+    attack: bool = True
+    seed: int = 0
+    lp_share: float = 0.3
+    quick_share: float = 0.02
+    quick_cap: float = 3.0
+    alpha_share: float = 0.1
+    bab_share: float | None = None
+
+    def __post_init__(self) -> None:
+        timeout = self.timeout
+        if not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout:
+            raise InvalidParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        check_solver(self.solver)
+
+    def bab_share_for(self, spec: Spec) -> float:
+        """``bab_share``, or when it is ``None`` its default for ``spec``: 0 for properties with fixed ReLU
+        states (NAP queries: the states remove most binaries and the MILP after LP tightening is faster than
+        branching on the whole input domain), else 0.8.
+
+        Example:
+            >>> from verify.properties import robustness
+            >>> VerifyOptions().bab_share_for(robustness([0.5, 0.5], 0.1, 0, 2))
+            0.8
+        """
+        if self.bab_share is not None:
+            return self.bab_share
+        return 0.0 if spec.relu_states else 0.8
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a phase that ends the run decided (turned into a :class:`VerificationResult` by :func:`verify`).
+
+    Example:
+        >>> Verdict("verified", "bounds").status
+        'verified'
+    """
+
+    status: Status
+    method: str = ""
+    counterexample: Counterexample | None = None
+    message: str = ""
+
+
+@dataclass
+class VerifyContext:
+    """The state that the phases of one :func:`verify` call share: the inputs, the clock, the timings and
+    statistics reported in the result, and what earlier phases produced.
+
+    Attributes:
+        network, spec, options: the call's inputs.
+        bounds: the :class:`verify.bounds.BoxBounds` (given by the caller, else built by the bounds phase).
+        t0, deadline: ``time.perf_counter()`` at the start, and when the time runs out.
+        timings, stats: as in :class:`VerificationResult` (filled in by the phases).
+        hidden, out_bounds: the hidden layers' and the output's bounds the MILP is encoded with.
+        open_clauses: the unsafe clauses the bounds leave open.
+        encoding: the :class:`verify.milp.MilpEncoding` (after LP tightening, the tightened one).
+        pending, unknown: clauses still open after a time limit, and those whose solver candidates did not
+            re-check.
+        milp_start: when the current stretch of MILP time began (for ``timings["milp"]``).
+
+    Example:
+        >>> ctx = VerifyContext(net, spec, VerifyOptions(timeout=10))               # doctest: +SKIP
+        >>> [phase(ctx) for _, phase in PHASES[:1]]                                 # doctest: +SKIP
+        [None]
+    """
+
+    network: Any
+    spec: Spec
+    options: VerifyOptions
+    bounds: Any = None
+    t0: float = 0.0
+    deadline: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    hidden: list = field(default_factory=list)
+    out_bounds: Any = None
+    open_clauses: list[int] = field(default_factory=list)
+    encoding: Any = None
+    pending: list[int] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+    milp_start: float = 0.0
+
+    @property
+    def bab_share(self) -> float:
+        """The share of the time that branch and bound may take (:meth:`VerifyOptions.bab_share_for`)."""
+        return self.options.bab_share_for(self.spec)
+
+    def timed_out(self) -> bool:
+        """Whether the deadline has passed."""
+        return time.perf_counter() > self.deadline
+
+
+def _options(options: VerifyOptions | None, **settings: Any) -> VerifyOptions:
+    """``options``, or VerifyOptions built from ``settings`` (verify()'s keywords); not both."""
+    if options is None:
+        return VerifyOptions(**settings)
+    if not isinstance(options, VerifyOptions):
+        raise InvalidParameterError(f"options must be a verify.VerifyOptions, got {type(options).__name__}")
+    given = sorted(f.name for f in fields(VerifyOptions)
+                   if f.name in settings and not (settings[f.name] is f.default or settings[f.name] == f.default))
+    if given:
+        raise InvalidParameterError(f"pass the settings either as options= or as keywords, not both: got "
+                                    f"options= and {given}; put them into VerifyOptions(...)")
+    return options
+
+
+def _check_problem(network, spec: Spec) -> None:
     from verify.network import ReluNetwork
 
-    if not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout:
-        raise InvalidParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    check_solver(solver)
     if not isinstance(network, ReluNetwork):
         raise NetworkError(
             f"verify() takes a ReluNetwork, got {type(network).__name__}; build one with "
@@ -104,192 +252,255 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
-           bab_share: float | None = None) -> VerificationResult:
-    """Prove or refute ``spec`` on ``network``.
+           bab_share: float | None = None, options: VerifyOptions | None = None) -> VerificationResult:
+    """Prove or refute ``spec`` on ``network``: run the phases of :data:`PHASES` until one decides.
 
     Args:
         network: a :class:`verify.network.ReluNetwork`.
         spec: a :class:`verify.properties.Spec` (robustness, NAP property or a VNN-LIB file's content).
-        solver: ``"cbc"`` (default) or ``"highs"``.
-        timeout: wall-clock seconds for everything (> 0).
-        attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
-        seed: seed of the attack.
-        quick_share, quick_cap: each clause first gets ``quick_share`` of the time left (at least 1 s, at
-            most ``quick_cap`` s; about a tenth of the time left in all) on the bounds so far; ``quick_cap=0``
-            skips that pass.
-        alpha_share: share of the time left after CROWN that alpha-CROWN (optimised relaxation slopes, for
-            the unstable neurons' bounds and then for the open clauses) may take; 0 skips it.
-        bab_share: share of the time left after the quick MILP pass that branch and bound on ReLU splits
-            (:mod:`verify.bab`) may take on the clauses still open; clauses it leaves open go back to the
-            MILP. 0 skips it. ``None`` (default): 0.8, but 0 for properties with fixed ReLU states (NAP
-            queries), where the states remove most binaries and the MILP after LP tightening is faster than
-            branching on the whole input domain.
-        lp_share: share of the time then left that LP tightening of unstable neurons may take before the
-            clauses still open are retried.
+        solver, timeout, attack, seed, lp_share, quick_share, quick_cap, alpha_share, bab_share: the settings,
+            as described in :class:`VerifyOptions` (``timeout``: wall-clock seconds for everything, > 0).
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
             shared between queries on the same box (e.g. one per competitor class): its CROWN bounds are
             used as they are and its LP-tightened bounds are computed at most once. ``None``: computed here.
+        options: the settings as one :class:`VerifyOptions`, instead of the keywords above (not both).
 
     Returns:
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
 
     Raises:
-        InvalidParameterError: non-positive timeout.
+        InvalidParameterError: non-positive timeout, or ``options`` together with other settings.
         SolverError: unknown or missing solver.
         NetworkError / SpecError: the network or the property is unusable, or their sizes disagree, or
             ``bounds`` belong to another network, box or set of fixed states.
+
+    Example:
+        >>> res = verify(net, spec, solver="cbc", timeout=60)                         # doctest: +SKIP
+        >>> res.status, res.method, sorted(res.timings)                               # doctest: +SKIP
+        ('falsified', 'attack', ['attack', 'total'])
     """
-    from verify import bounds as bnd
-    from verify.attack import pgd_attack
-    from verify.milp import MilpEncoding
-
-    _check_inputs(network, spec, timeout, solver)
-    if bab_share is None:
-        bab_share = 0.0 if spec.relu_states else 0.8
+    options = _options(options, solver=solver, timeout=timeout, attack=attack, seed=seed, lp_share=lp_share,
+                       quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
+                       bab_share=bab_share)
+    _check_problem(network, spec)
     t0 = time.perf_counter()
-    deadline = t0 + float(timeout)
-    timings: dict[str, float] = {}
-    stats: dict[str, Any] = {"clauses": len(spec.unsafe)}
+    ctx = VerifyContext(network, spec, options, bounds=bounds, t0=t0, deadline=t0 + float(options.timeout),
+                        stats={"clauses": len(spec.unsafe)})
+    for name, phase in PHASES:
+        verdict = phase(ctx)
+        if verdict is not None:
+            logger.debug("verify: phase %s decided %s %s", name, verdict.status, verdict.message)
+            return _result(ctx, verdict)
+    return _result(ctx, Verdict("error", message="internal error: no phase reached a verdict"))
 
-    def result(status: str, method: str = "", cex: Counterexample | None = None, message: str = "") -> VerificationResult:
-        timings["total"] = time.perf_counter() - t0
-        if status in ("verified", "falsified") and timings["total"] > timeout:
-            status, cex, message = "timeout", None, f"answer came after the {timeout} s limit; {message}"
-        return VerificationResult(status, method, cex, message, timings, stats, solver)
 
-    # 1. attack
-    if attack and not spec.relu_states:
+def _result(ctx: VerifyContext, verdict: Verdict) -> VerificationResult:
+    """The verdict as a result, with the total time; an answer that came after the limit is a timeout."""
+    ctx.timings["total"] = time.perf_counter() - ctx.t0
+    status, cex, message = verdict.status, verdict.counterexample, verdict.message
+    timeout = ctx.options.timeout
+    if status in ("verified", "falsified") and ctx.timings["total"] > timeout:
+        status, cex, message = "timeout", None, f"answer came after the {timeout} s limit; {message}"
+    return VerificationResult(status, verdict.method, cex, message, ctx.timings, ctx.stats, ctx.options.solver)
+
+
+def _unstable(layers) -> list[int]:
+    return [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in layers]
+
+
+def _attack_phase(ctx: VerifyContext) -> Verdict | None:
+    """1. PGD on the real model (not for fixed ReLU states); a re-checked candidate ends the run."""
+    from verify.attack import pgd_attack
+
+    if ctx.options.attack and not ctx.spec.relu_states:
         ta = time.perf_counter()
-        candidate = pgd_attack(network, spec, seed=seed, deadline=deadline)
-        if candidate is not None:
-            cex = _confirm(network, spec, candidate)
-            timings["attack"] = time.perf_counter() - ta
-            if cex is not None:
-                return result("falsified", "attack", cex)
-        timings["attack"] = time.perf_counter() - ta
-    if time.perf_counter() > deadline:
-        return result("timeout", message="time ran out during the attack")
+        candidate = pgd_attack(ctx.network, ctx.spec, seed=ctx.options.seed, deadline=ctx.deadline)
+        cex = None if candidate is None else _confirm(ctx.network, ctx.spec, candidate)
+        ctx.timings["attack"] = time.perf_counter() - ta
+        if cex is not None:
+            return Verdict("falsified", "attack", cex)
+    if ctx.timed_out():
+        return Verdict("timeout", message="time ran out during the attack")
+    return None
 
-    # 2. bounds
-    tb = time.perf_counter()
-    fixed = spec.relu_states or None
-    if bounds is None:
-        bounds = bnd.BoxBounds(network, spec.lower, spec.upper, fixed=fixed)
-    elif not (isinstance(bounds, bnd.BoxBounds) and bounds.matches(network, spec.lower, spec.upper, fixed)):
+
+def _box_bounds(ctx: VerifyContext):
+    """The caller's shared BoxBounds (checked), else new ones for the property's box and fixed states."""
+    from verify.bounds import BoxBounds
+
+    spec, fixed = ctx.spec, ctx.spec.relu_states or None
+    if ctx.bounds is None:
+        return BoxBounds(ctx.network, spec.lower, spec.upper, fixed=fixed)
+    if not (isinstance(ctx.bounds, BoxBounds) and ctx.bounds.matches(ctx.network, spec.lower, spec.upper, fixed)):
         raise SpecError("bounds= must be a verify.bounds.BoxBounds computed for this network, the property's "
                         "input box and its relu_states; build it with BoxBounds(network, spec.lower, "
                         "spec.upper, spec.relu_states)")
-    else:
-        stats["shared_bounds"] = True
-    layer_bounds = bounds.best  # shared bounds may already be tightened by an earlier query
-    hidden, out_b = layer_bounds[:-1], layer_bounds[-1]
-    stats["unstable"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
+    ctx.stats["shared_bounds"] = True
+    return ctx.bounds
+
+
+def _bounds_phase(ctx: VerifyContext) -> Verdict | None:
+    """2. Interval + CROWN bounds: clauses they prove empty are closed; all closed is ``verified``."""
+    tb = time.perf_counter()
+    spec, stats = ctx.spec, ctx.stats
+    ctx.bounds = _box_bounds(ctx)
+    layer_bounds = ctx.bounds.best  # shared bounds may already be tightened by an earlier query
+    ctx.hidden, ctx.out_bounds = layer_bounds[:-1], layer_bounds[-1]
+    stats["unstable"] = _unstable(ctx.hidden)
     # A fixed state that the bounds contradict means no input follows the states: nothing is unsafe.
     for k, (act, ina) in (spec.relu_states or {}).items():
-        lo, hi = hidden[k]
+        lo, hi = ctx.hidden[k]
         if np.any(act & (hi <= 0)) or np.any(ina & (lo > 0)):
-            timings["bounds"] = time.perf_counter() - tb
-            return result("verified", "bounds", message=f"no input in the box keeps ReLU layer {k} as fixed")
-    open_clauses = []
-    for i, (a, b) in enumerate(spec.unsafe):
-        if a.size == 0:
-            open_clauses.append(i)
-            continue
-        lower, _ = bounds.spec_bounds(a)
-        if not np.any(lower - b > 0):
-            open_clauses.append(i)
-    timings["bounds"] = time.perf_counter() - tb
-    stats["clauses_open_after_bounds"] = len(open_clauses)
-    if not open_clauses:
-        return result("verified", "bounds")
-    if time.perf_counter() > deadline:
-        return result("timeout", message="time ran out computing bounds")
+            ctx.timings["bounds"] = time.perf_counter() - tb
+            return Verdict("verified", "bounds", message=f"no input in the box keeps ReLU layer {k} as fixed")
+    ctx.open_clauses = [i for i, (a, b) in enumerate(spec.unsafe)
+                        if a.size == 0 or not np.any(ctx.bounds.spec_bounds(a)[0] - b > 0)]
+    ctx.timings["bounds"] = time.perf_counter() - tb
+    stats["clauses_open_after_bounds"] = len(ctx.open_clauses)
+    if not ctx.open_clauses:
+        return Verdict("verified", "bounds")
+    if ctx.timed_out():
+        return Verdict("timeout", message="time ran out computing bounds")
+    return None
 
-    # 2b. alpha-CROWN: optimised slopes for the unstable neurons' bounds, then for the open clauses
-    if alpha_share > 0 and any(spec.unsafe[i][0].size for i in open_clauses):
-        ta = time.perf_counter()
-        stop = ta + alpha_share * (deadline - ta)
-        _, alpha_stats = bounds.optimised(deadline=stop)
-        stats["alpha"] = dict(alpha_stats)
-        still = []
-        for i in open_clauses:
-            a, b = spec.unsafe[i]
-            if a.size == 0 or not np.any(bounds.spec_lower(a, deadline=stop) - b > 0):
-                still.append(i)
-        open_clauses = still
-        hidden, out_b = bounds.best[:-1], bounds.best[-1]
-        stats["unstable_after_alpha"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in hidden]
-        stats["clauses_open_after_alpha"] = len(open_clauses)
-        timings["alpha"] = time.perf_counter() - ta
-        if not open_clauses:
-            return result("verified", "bounds")
-        if time.perf_counter() > deadline:
-            return result("timeout", message="time ran out computing alpha-CROWN bounds")
 
-    # 3. MILP, clause by clause: first a short try on the bounds so far; clauses the solver cannot settle
-    # quickly are retried after LP tightening of the unstable neurons (tighter big-M, fewer binaries).
-    tm = time.perf_counter()
-    enc = MilpEncoding(network, spec, hidden, output_bounds=out_b)
-    timings["build"] = time.perf_counter() - tm
-    stats.update(binaries=enc.n_binaries, constraints=enc.n_constraints, solves=[])
-    left = deadline - time.perf_counter()
+def _alpha_phase(ctx: VerifyContext) -> Verdict | None:
+    """2b. alpha-CROWN: optimised slopes for the unstable neurons' bounds, then for the open clauses."""
+    spec, stats, bounds = ctx.spec, ctx.stats, ctx.bounds
+    if not (ctx.options.alpha_share > 0 and any(spec.unsafe[i][0].size for i in ctx.open_clauses)):
+        return None
+    ta = time.perf_counter()
+    stop = ta + ctx.options.alpha_share * (ctx.deadline - ta)
+    _, alpha_stats = bounds.optimised(deadline=stop)
+    stats["alpha"] = dict(alpha_stats)
+    still = []
+    for i in ctx.open_clauses:
+        a, b = spec.unsafe[i]
+        if a.size == 0 or not np.any(bounds.spec_lower(a, deadline=stop) - b > 0):
+            still.append(i)
+    ctx.open_clauses = still
+    ctx.hidden, ctx.out_bounds = bounds.best[:-1], bounds.best[-1]
+    stats["unstable_after_alpha"] = _unstable(ctx.hidden)
+    stats["clauses_open_after_alpha"] = len(ctx.open_clauses)
+    ctx.timings["alpha"] = time.perf_counter() - ta
+    if not ctx.open_clauses:
+        return Verdict("verified", "bounds")
+    if ctx.timed_out():
+        return Verdict("timeout", message="time ran out computing alpha-CROWN bounds")
+    return None
+
+
+def _quick_milp_phase(ctx: VerifyContext) -> Verdict | None:
+    """3. The MILP encoding on the bounds so far, and a short try per open clause. Clauses the solver cannot
+    settle quickly go on to branch and bound and the full MILP (after LP tightening: tighter big-M, fewer
+    binaries)."""
+    from verify.milp import MilpEncoding
+
+    opts = ctx.options
+    ctx.milp_start = tm = time.perf_counter()
+    ctx.encoding = MilpEncoding(ctx.network, ctx.spec, ctx.hidden, output_bounds=ctx.out_bounds)
+    ctx.timings["build"] = time.perf_counter() - tm
+    ctx.stats.update(binaries=ctx.encoding.n_binaries, constraints=ctx.encoding.n_constraints, solves=[])
+    left = ctx.deadline - time.perf_counter()
     # the quick pass takes at most about a tenth of the time left, whatever the number of clauses
-    quick = min(max(1.0, quick_share * left), quick_cap, max(0.5, 0.1 * left / max(1, len(open_clauses))))
-    if quick_cap > 0:
-        verdict, pending, unknown = _solve_clauses(network, spec, enc, open_clauses, solver, deadline, stats, quick)
+    quick = min(max(1.0, opts.quick_share * left), opts.quick_cap,
+                max(0.5, 0.1 * left / max(1, len(ctx.open_clauses))))
+    if opts.quick_cap > 0:
+        verdict, ctx.pending, ctx.unknown = _solve_clauses(ctx, ctx.open_clauses, quick)
     else:
-        verdict, pending, unknown = None, list(open_clauses), []
-    if verdict is None and pending and bab_share > 0:
-        # 3b. branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain) for the clauses the quick
-        # MILP left open
-        timings["milp_quick"] = time.perf_counter() - tm
-        verdict, pending = _bab_phase(network, spec, bounds, hidden, pending, solver, deadline, bab_share,
-                                      stats, timings)
-        if verdict is None and not pending and not unknown:
-            return result("verified", "bab")
-        if verdict is not None and verdict[0] == "falsified":
-            return result("falsified", "bab", verdict[1])
-        tm = time.perf_counter()
-    # alpha-CROWN run to completion is about as tight as LP tightening (its optimal slopes give the LP bound)
-    # and much faster: the LPs would then mostly take MILP time for nothing.
-    if verdict is None and pending and not bounds.alpha_stats.get("complete"):
-        tl = time.perf_counter()
-        tightened, lp_stats = bounds.tightened(deadline=tl + lp_share * (deadline - tl))
-        stats["lp_tightening"] = dict(lp_stats)
-        stats["unstable_after_lp"] = [int(np.sum((lo < 0) & (hi > 0))) for lo, hi in tightened[:-1]]
-        timings["lp_bounds"] = time.perf_counter() - tl
-        enc = MilpEncoding(network, spec, tightened[:-1], output_bounds=out_b)
-        stats["binaries_after_lp"] = enc.n_binaries
-    if verdict is None and pending:
-        verdict, pending, more_unknown = _solve_clauses(network, spec, enc, pending, solver, deadline, stats, None)
-        unknown += more_unknown
-    timings["milp"] = time.perf_counter() - tm - timings.get("lp_bounds", 0.0) + timings.get("milp_quick", 0.0)
+        verdict, ctx.pending, ctx.unknown = None, list(ctx.open_clauses), []
+    if verdict is not None or not ctx.pending:
+        return _milp_verdict(ctx, verdict)
+    return None
+
+
+def _bab_phase(ctx: VerifyContext) -> Verdict | None:
+    """3b. Branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain) for the clauses the quick
+    MILP left open; ``bab_share`` of the time left (0: skipped)."""
+    if not ctx.bab_share > 0:
+        return None
+    ctx.timings["milp_quick"] = time.perf_counter() - ctx.milp_start
+    cex, ctx.pending = _run_bab(ctx, ctx.pending)
+    if cex is not None:
+        return Verdict("falsified", "bab", cex)
+    if not ctx.pending and not ctx.unknown:
+        return Verdict("verified", "bab")
+    ctx.milp_start = time.perf_counter()
+    return None
+
+
+def _lp_bounds_phase(ctx: VerifyContext) -> Verdict | None:
+    """3c. LP tightening of the unstable neurons' bounds for the clauses still open, and the MILP encoding on
+    them; skipped when alpha-CROWN ran to completion (its optimal slopes give the LP bound, much faster: the
+    LPs would then mostly take MILP time for nothing)."""
+    from verify.milp import MilpEncoding
+
+    if not ctx.pending or ctx.bounds.alpha_stats.get("complete"):
+        return None
+    tl = time.perf_counter()
+    tightened, lp_stats = ctx.bounds.tightened(deadline=tl + ctx.options.lp_share * (ctx.deadline - tl))
+    ctx.stats["lp_tightening"] = dict(lp_stats)
+    ctx.stats["unstable_after_lp"] = _unstable(tightened[:-1])
+    ctx.timings["lp_bounds"] = time.perf_counter() - tl
+    ctx.encoding = MilpEncoding(ctx.network, ctx.spec, tightened[:-1], output_bounds=ctx.out_bounds)
+    ctx.stats["binaries_after_lp"] = ctx.encoding.n_binaries
+    return None
+
+
+def _milp_phase(ctx: VerifyContext) -> Verdict:
+    """3c. The full MILP, with all the time left, on the clauses still open; always ends the run."""
+    verdict = None
+    if ctx.pending:
+        verdict, ctx.pending, more_unknown = _solve_clauses(ctx, ctx.pending, None)
+        ctx.unknown += more_unknown
+    return _milp_verdict(ctx, verdict)
+
+
+def _milp_verdict(ctx: VerifyContext, verdict: tuple[str, Any] | None) -> Verdict:
+    """The answer of the MILP phases (``timings["milp"]``: MILP time, without LP tightening, with the quick
+    pass)."""
+    timings = ctx.timings
+    timings["milp"] = (time.perf_counter() - ctx.milp_start - timings.get("lp_bounds", 0.0)
+                       + timings.get("milp_quick", 0.0))
     if verdict is not None:
         kind, payload = verdict
         if kind == "falsified":
-            return result("falsified", "milp", payload)
-        return result("error", message=payload)
-    if pending:
-        return result("timeout", message=f"the solver hit the time limit on clause(s) {pending}")
-    if unknown:
-        return result("unknown", message=f"clauses {unknown}: solver candidates did not re-check on the network")
-    return result("verified", "milp")
+            return Verdict("falsified", "milp", payload)
+        return Verdict("error", message=payload)
+    if ctx.pending:
+        return Verdict("timeout", message=f"the solver hit the time limit on clause(s) {ctx.pending}")
+    if ctx.unknown:
+        return Verdict("unknown", message=f"clauses {ctx.unknown}: solver candidates did not re-check on the network")
+    return Verdict("verified", "milp")
 
 
-def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: str, deadline: float,
-               bab_share: float, stats: dict[str, Any], timings: dict[str, float]):
+#: The phases of :func:`verify`, in order: ``(name, phase)``; a phase takes the call's
+#: :class:`VerifyContext` and returns a :class:`Verdict` (the run ends) or ``None`` (on to the next phase).
+PHASES: tuple[tuple[str, Callable[[VerifyContext], Verdict | None]], ...] = (
+    ("attack", _attack_phase),
+    ("bounds", _bounds_phase),
+    ("alpha", _alpha_phase),
+    ("milp_quick", _quick_milp_phase),
+    ("bab", _bab_phase),
+    ("lp_bounds", _lp_bounds_phase),
+    ("milp", _milp_phase),
+)
+
+
+def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | None, list[int]]:
     """Branch and bound (:mod:`verify.bab`) on ``clauses``, lowest bound first, within ``bab_share`` of the
-    time left. Returns ``(verdict, still_open)``; ``verdict`` is ``("falsified", counterexample)`` or None."""
+    time left. Returns ``(counterexample, still_open)``; the counterexample (re-checked) or None."""
     from verify.bab import bab_clause
 
+    network, spec, stats = ctx.network, ctx.spec, ctx.stats
     tbab = time.perf_counter()
-    stop = tbab + bab_share * (deadline - tbab)
+    stop = tbab + ctx.bab_share * (ctx.deadline - tbab)
     stats["bab"] = []
     still: list[int] = []
 
     def key(i: int) -> float:  # the clause with the lowest bound first: the likeliest counterexample
         a, b = spec.unsafe[i]
-        return float(np.max(bounds.spec_bounds(a)[0] - b)) if a.size else np.inf
+        return float(np.max(ctx.bounds.spec_bounds(a)[0] - b)) if a.size else np.inf
 
     confirmed: list[Counterexample] = []
 
@@ -307,29 +518,31 @@ def _bab_phase(network, spec: Spec, bounds, hidden, clauses: list[int], solver: 
         if time.perf_counter() >= stop:
             still.extend(order[n:])
             break
-        out = bab_clause(network, spec, i, hidden, stop, solver=solver, fixed=spec.relu_states, check=check)
+        out = bab_clause(network, spec, i, ctx.hidden, stop, solver=ctx.options.solver, fixed=spec.relu_states,
+                         check=check)
         stats["bab"].append({"clause": i, "status": out.status, **out.stats})
         if out.status == "falsified":  # only after check() accepted the candidate
-            timings["bab"] = time.perf_counter() - tbab
-            return ("falsified", confirmed[-1]), still
+            ctx.timings["bab"] = time.perf_counter() - tbab
+            return confirmed[-1], still
         if out.status != "verified":
             still.extend(order[n:])
             break
-    timings["bab"] = time.perf_counter() - tbab
+    ctx.timings["bab"] = time.perf_counter() - tbab
     stats["clauses_open_after_bab"] = len(still)
     return None, still
 
 
-def _solve_clauses(network, spec: Spec, enc, clauses: list[int], solver: str, deadline: float,
-                   stats: dict[str, Any], per_clause: float | None):
-    """Solve clauses in turn, each with ``per_clause`` seconds (None: all the time left). With a
-    ``per_clause`` limit (the quick pass) a solver failure leaves the clause pending instead of ending
+def _solve_clauses(ctx: VerifyContext, clauses: list[int], per_clause: float | None):
+    """Solve clauses of ``ctx.encoding`` in turn, each with ``per_clause`` seconds (None: all the time left).
+    With a ``per_clause`` limit (the quick pass) a solver failure leaves the clause pending instead of ending
     everything with ``error``.
 
     Returns ``(verdict, pending, unknown)``: ``verdict`` is ``("falsified", counterexample)``,
     ``("error", message)`` or None; ``pending`` the clauses stopped by a time limit; ``unknown`` those whose
     solver candidates did not re-check.
     """
+    network, spec, enc, stats = ctx.network, ctx.spec, ctx.encoding, ctx.stats
+    solver, deadline = ctx.options.solver, ctx.deadline
     pending, unknown = [], []
     for i in clauses:
         # PuLP hands the model to the solver outside the solver's own time limit (seconds on large models):

@@ -12,24 +12,50 @@ unknown      unknown   finished without an answer (e.g. a candidate failed the r
 error        error     something went wrong; see ``message``
 ============ ========= =====================================================================
 
+Results are saved as ``result.json`` in a folder and read back (counterexample included):
+
 Example:
     >>> r = VerificationResult("verified", method="bounds")
     >>> r.vnncomp
     'unsat'
+    >>> r.status == "verified"
+    True
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> r.save(folder).name
+    'result.json'
+    >>> VerificationResult.load(folder).method
+    'bounds'
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-__all__ = ["STATUSES", "Counterexample", "VerificationResult"]
+from probe.core.artifacts import read_json, stamp, write_json
+from probe.core.errors import CorruptDataError, DataError, DataNotFoundError
 
-STATUSES = ("verified", "falsified", "timeout", "unknown", "error")
-_VNNCOMP = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown", "error": "error"}
+__all__ = ["RESULT_FILE", "STATUSES", "Counterexample", "Status", "VerificationResult", "VnncompStatus"]
+
+#: The status of a :class:`VerificationResult` (plain strings: ``result.status == "verified"`` works).
+Status = Literal["verified", "falsified", "timeout", "unknown", "error"]
+#: The VNN-COMP string of a status (:attr:`VerificationResult.vnncomp`).
+VnncompStatus = Literal["unsat", "sat", "timeout", "unknown", "error"]
+
+STATUSES: tuple[Status, ...] = get_args(Status)
+_VNNCOMP: dict[Status, VnncompStatus] = {"verified": "unsat", "falsified": "sat", "timeout": "timeout",
+                                         "unknown": "unknown", "error": "error"}
+#: The file :meth:`VerificationResult.save` writes into its folder.
+RESULT_FILE = "result.json"
+_KIND = "verification_result"
+_WHAT = "verification result"
+_FIX = "point to a folder written by VerificationResult.save(folder), or verify again and save the result"
 
 
 @dataclass
@@ -70,7 +96,7 @@ class VerificationResult:
         solver: the MILP solver used.
     """
 
-    status: str
+    status: Status
     method: str = ""
     counterexample: Counterexample | None = None
     message: str = ""
@@ -85,7 +111,7 @@ class VerificationResult:
             raise ValueError("a falsified result needs a counterexample, and only a falsified one has one")
 
     @property
-    def vnncomp(self) -> str:
+    def vnncomp(self) -> VnncompStatus:
         """``unsat`` / ``sat`` / ``timeout`` / ``unknown`` / ``error``."""
         return _VNNCOMP[self.status]
 
@@ -96,6 +122,7 @@ class VerificationResult:
         return self.vnncomp + "\n"
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field; the counterexample's arrays as lists."""
         out = asdict(self)
         if self.counterexample is not None:
             out["counterexample"] = {k: (None if v is None else np.asarray(v).tolist())
@@ -103,4 +130,75 @@ class VerificationResult:
         return out
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), default=float)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``result.json`` (version-stamped, atomically) into ``directory`` (created if needed).
+
+        Every field is kept: arrays become lists, numpy numbers plain numbers, tuples lists.
+
+        Example:
+            >>> import tempfile
+            >>> VerificationResult("timeout", message="limit").save(tempfile.mkdtemp()).name
+            'result.json'
+
+        Returns:
+            The path of the written file.
+        """
+        return write_json(Path(directory) / RESULT_FILE, {**stamp(_KIND), **_plain(self.to_dict())})
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> VerificationResult:
+        """Read the ``result.json`` that :meth:`save` wrote into ``directory``.
+
+        Example:
+            >>> import tempfile
+            >>> folder = VerificationResult("unknown", message="re-check failed").save(tempfile.mkdtemp()).parent
+            >>> VerificationResult.load(folder).message
+            're-check failed'
+
+        Raises:
+            DataNotFoundError: ``directory`` holds no ``result.json``.
+            CorruptDataError: the file is not valid JSON, not a verification result (or of a newer format
+                version), or its fields are invalid.
+        """
+        if Path(directory).is_file():
+            raise DataNotFoundError(f"{str(directory)!r} is a file; pass the folder that holds {RESULT_FILE} "
+                                    f"(the folder VerificationResult.save(folder) wrote)")
+        path = Path(directory) / RESULT_FILE
+        try:
+            obj = read_json(path, kind=_KIND, what=_WHAT)
+        except DataError as err:
+            raise type(err)(f"cannot load a verification result from {str(directory)!r}: {err}; {_FIX}") from err
+        try:
+            cex = obj.get("counterexample")
+            return cls(status=obj["status"], method=obj.get("method", ""),
+                       counterexample=None if cex is None else _counterexample(cex), message=obj.get("message", ""),
+                       timings=dict(obj.get("timings", {})), stats=dict(obj.get("stats", {})),
+                       solver=obj.get("solver", ""))
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise CorruptDataError(f"{str(path)!r} is not a valid {_WHAT} ({type(err).__name__}: {err}); "
+                                   f"{_FIX}") from err
+
+
+def _counterexample(obj: dict[str, Any]) -> Counterexample:
+    def arr(v: Any) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64)
+
+    y_onnx = obj.get("y_onnx")
+    return Counterexample(x=arr(obj["x"]), y=arr(obj["y"]), y_source=arr(obj["y_source"]),
+                          y_onnx=None if y_onnx is None else arr(y_onnx))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays and numbers, tuples and non-string keys turned into JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
