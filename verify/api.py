@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.core.errors import InvalidParameterError
+from probe.core.errors import InvalidParameterError, ModelError
 from verify.errors import NetworkError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
 from verify.result import Counterexample, Status, VerificationResult
@@ -589,6 +589,11 @@ def nap_states(network, naps, classes: Sequence[int]) -> dict[int, tuple[np.ndar
         SpecError: the NAPs were mined on other ReLU layers or layer sizes.
     """
     names = list(network.relu_names)
+    if naps.model_relus is not None:  # NAPs mined by probe.nap.mine record the mined model's ReLU layers
+        try:
+            naps.check_model(names, n_outputs=network.n_outputs)
+        except ModelError as err:
+            raise SpecError(str(err)) from err
     states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for layer in naps.layers:
         if layer not in names:

@@ -257,3 +257,20 @@ def test_load_a_corrupt_result(tmp_path, content, match):
     with pytest.raises(CorruptDataError, match=match) as err:
         VerificationResult.load(tmp_path)
     assert str(path) in str(err.value) and "VerificationResult.save" in str(err.value)
+
+
+def test_nap_robustness_refuses_naps_mined_on_another_network():
+    import torch
+    from helpers import mlp
+
+    from probe import nap
+    from verify import nap_robustness
+    from verify.errors import SpecError
+    from verify.network import ReluNetwork
+
+    mined_on, other = mlp([4, 8, 8, 3], seed=0), mlp([4, 8, 8, 8, 3], seed=0)
+    x = torch.randn(64, 4)
+    naps = nap.mine(mined_on, [(x, mined_on(x).argmax(1))], delta=1.0, only_correct=False, verbose=False)
+    net = ReluNetwork.from_torch(other, input_shape=(4,))
+    with pytest.raises(SpecError, match="mined on a model with ReLU layers"):
+        nap_robustness(net, naps, classes=[0], timeout=5)
