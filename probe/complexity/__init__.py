@@ -14,22 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from probe.complexity.measure import (
-    RULES,
-    ComplexityReport,
-    GroupComplexity,
-    SweepPoint,
-    SweepResult,
-    measure,
-    sweep,
-)
+from probe.complexity.measure import *  # noqa: F403  (the public names below)
+from probe.complexity.measure import __all__ as _names
 
-__all__ = [
-    "RULES",
-    "ComplexityReport",
-    "GroupComplexity",
-    "SweepPoint",
-    "SweepResult",
-    "measure",
-    "sweep",
-]
+__all__ = [*_names]

@@ -10,51 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from probe.data.images import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DATASET_NAMES,
-    DIGITS_MEAN,
-    DIGITS_STD,
-    MNIST_CLASSES,
-    MNIST_MEAN,
-    MNIST_STD,
-    DataCheck,
-    ImageDataset,
-    check_data,
-    format_data_check,
-    load,
-    load_cifar10,
-    load_digits,
-    load_eran,
-    load_mnist,
-    make_loader,
-)
+from probe.data.images import *  # noqa: F403  (the public names below)
+from probe.data.images import __all__ as _names
 from probe.data.tokfsm import BOS, VOCAB_SIZE, TokFSM, TokFSMConfig
 
-__all__ = [
-    "BOS",
-    "CIFAR10_CLASSES",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "DATASET_NAMES",
-    "DIGITS_MEAN",
-    "DIGITS_STD",
-    "MNIST_CLASSES",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "VOCAB_SIZE",
-    "DataCheck",
-    "ImageDataset",
-    "TokFSM",
-    "TokFSMConfig",
-    "check_data",
-    "format_data_check",
-    "load",
-    "load_cifar10",
-    "load_digits",
-    "load_eran",
-    "load_mnist",
-    "make_loader",
-]
+__all__ = [*_names, "BOS", "VOCAB_SIZE", "TokFSM", "TokFSMConfig"]

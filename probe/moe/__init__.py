@@ -13,48 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from probe.moe.detect import (
-    METHODS,
-    ROUTERS,
-    SUPPORTED_ACTS,
-    DetectOptions,
-    ExpertFFN,
-    MoEReport,
-    MoEState,
-    UnsupportedActivationError,
-    balanced_assignment,
-    balanced_kmeans,
-    capture,
-    coverage_curve,
-    detect,
-    find_ffns,
-    load_entropy,
-    modularity,
-    moe_form,
-    partition,
-    task_metric,
-    to_experts,
-)
+from probe.moe.detect import *  # noqa: F403  (the public names below)
+from probe.moe.detect import __all__ as _names
 
-__all__ = [
-    "METHODS",
-    "ROUTERS",
-    "SUPPORTED_ACTS",
-    "DetectOptions",
-    "ExpertFFN",
-    "MoEReport",
-    "MoEState",
-    "UnsupportedActivationError",
-    "balanced_assignment",
-    "balanced_kmeans",
-    "capture",
-    "coverage_curve",
-    "detect",
-    "find_ffns",
-    "load_entropy",
-    "modularity",
-    "moe_form",
-    "partition",
-    "task_metric",
-    "to_experts",
-]
+__all__ = [*_names]
