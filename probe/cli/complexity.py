@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from probe.cli.common import data_loader, load_subject
 from probe.core.paths import check_output
@@ -52,15 +53,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         check_output(args.out)
     model = load_subject(args)
     _, loader = data_loader(args, args.split)
+    partial = Path(f"{args.out}.partial.json") if args.out else None  # an interrupted sweep resumes here
     res = complexity.sweep(model, args.betas, loader, rule=args.rule, max_ratio=args.max_ratio,
-                           input_shape=args.input_shape, verbose=not args.quiet)
+                           input_shape=args.input_shape, verbose=not args.quiet, checkpoint=partial)
     print(f"original accuracy {res.baseline_accuracy:.4f} on {res.n_samples} {args.data} {args.split} images; "
           f"{res.params_before} parameters")
     print("beta      accuracy  params kept  FLOPs kept  seconds  complexity")
     for p in res.points:
         print(f"{p.beta:<8g}  {p.accuracy:8.4f}  {p.params / res.params_before:11.3f}  "
               f"{p.flops / res.flops_before:10.3f}  {p.seconds:7.2f}  {list(p.complexity.values())}")
-    return _save(res, args.out)
+    code = _save(res, args.out)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    return code
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -324,6 +324,19 @@ class ComplexityReport:
 
         return plot_layers(self, ax=ax)
 
+    def to_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write a self-contained HTML report (opens from disk): width and feature complexity per layer, the
+        bar chart, parameters and FLOPs before and after, and the merged clusters. Returns the path.
+
+        Example:
+            >>> complexity.measure(model, beta=0.1).to_html("complexity.html")  # doctest: +SKIP
+        """
+        from probe.core.paths import check_output
+        from probe.report import complexity_html
+
+        check_output(path)
+        return complexity_html(self, path, title=title)
+
 
 @dataclass
 class SweepPoint:
@@ -416,6 +429,19 @@ class SweepResult:
         from probe.complexity.plot import plot_sweep
 
         return plot_sweep(self, ax=ax)
+
+    def to_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write a self-contained HTML report (opens from disk): accuracy, parameters and FLOPs kept and the
+        feature complexity of every layer per beta, and the accuracy-versus-size plot. Returns the path.
+
+        Example:
+            >>> complexity.sweep(model, [0.05, 0.1], test_loader).to_html("sweep.html")  # doctest: +SKIP
+        """
+        from probe.core.paths import check_output
+        from probe.report import sweep_html
+
+        check_output(path)
+        return sweep_html(self, path, title=title)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -587,6 +613,7 @@ def sweep(
     input_shape: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     verbose: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> SweepResult:
     """Merge at every beta and measure accuracy, parameters, FLOPs and feature complexity (no fine-tuning).
 
@@ -599,6 +626,9 @@ def sweep(
         input_shape: as for :func:`measure`.
         device: where the accuracy is evaluated.
         verbose: show progress bars.
+        checkpoint: a JSON file that receives the sweep so far after every beta (atomically). When it exists
+            at the start and was made with the same rule, max_ratio and model widths, its betas are not
+            measured again, so an interrupted sweep (Ctrl-C, SIGTERM) resumes. Delete it to start over.
 
     Returns:
         A :class:`SweepResult` (baseline accuracy and one :class:`SweepPoint` per beta).
@@ -620,17 +650,41 @@ def sweep(
     rule = _check_rule(rule)
     max_ratio = _check_max_ratio(max_ratio)
     cpu, analysis, example, shape = _prepare(model, input_shape)
-    base = _cpu_copy(cpu).to(device)
-    baseline, n = _accuracy(base, eval_loader, device)
-    points = []
+    widths = {g: analysis.groups[g].size for g in analysis.order if not analysis.groups[g].frozen}
+    done = _resume_sweep(checkpoint, rule, max_ratio, widths)
+    if done is not None:
+        baseline, n = done.baseline_accuracy, done.n_samples
+    else:
+        baseline, n = _accuracy(_cpu_copy(cpu).to(device), eval_loader, device)
+    result = SweepResult(rule=rule, max_ratio=max_ratio, baseline_accuracy=baseline,
+                         params_before=count_params(cpu), flops_before=count_flops(cpu, example),
+                         widths=widths, points=[], n_samples=n)
+    measured = {p.beta: p for p in done.points} if done is not None else {}
     for beta in tqdm(betas, disable=not verbose, desc="beta sweep"):
+        if beta in measured:
+            result.points.append(measured[beta])
+            continue
         rep = _run(cpu, analysis, example, shape, beta, rule, max_ratio, device, False)
         acc, _ = _accuracy(rep.merged_model, eval_loader, device)
-        points.append(SweepPoint(beta=beta, accuracy=acc, params=rep.params_after, flops=rep.flops_after,
-                                 complexity=rep.complexity, seconds=rep.seconds))
+        result.points.append(SweepPoint(beta=beta, accuracy=acc, params=rep.params_after, flops=rep.flops_after,
+                                        complexity=rep.complexity, seconds=rep.seconds))
         logger.info("beta=%g: accuracy %.4f (baseline %.4f), params %d/%d", beta, acc, baseline,
                     rep.params_after, rep.params_before)
-    return SweepResult(rule=rule, max_ratio=max_ratio, baseline_accuracy=baseline,
-                       params_before=count_params(cpu), flops_before=count_flops(cpu, example),
-                       widths={g: analysis.groups[g].size for g in analysis.order if not analysis.groups[g].frozen},
-                       points=points, n_samples=n)
+        if checkpoint is not None:
+            now = {q.beta for q in result.points}
+            kept = [q for q in (done.points if done is not None else []) if q.beta not in now]
+            SweepResult(**{**result.__dict__, "points": [*kept, *result.points]}).save(checkpoint)
+    return result
+
+
+def _resume_sweep(checkpoint: str | os.PathLike[str] | None, rule: str, max_ratio: float,
+                  widths: dict[str, int]) -> SweepResult | None:
+    """The sweep saved in ``checkpoint`` when it exists and matches the run's settings, else ``None``."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    done = SweepResult.load(checkpoint)
+    if (done.rule, done.max_ratio, done.widths) != (rule, max_ratio, widths):
+        raise DataError(f"the sweep checkpoint {str(checkpoint)!r} was made with other settings (rule "
+                        f"{done.rule!r}, max_ratio {done.max_ratio}, widths {done.widths}); delete it to start over")
+    logger.info("resuming the sweep: %d betas already measured in %s", len(done.points), checkpoint)
+    return done

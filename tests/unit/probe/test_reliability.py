@@ -331,3 +331,37 @@ def test_nap_mine_checks_its_options_before_loading_the_model(tmp_path, capsys, 
     monkeypatch.setattr(reference, "train_reference", lambda *a, **k: pytest.fail("the model was trained"))
     assert main(["nap", "mine", *args, "--out", str(tmp_path / "n.json")]) == 1
     assert message in _error_line(capsys)
+
+
+def test_complexity_sweep_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import sys
+
+    from probe import complexity
+
+    measure_module = sys.modules["probe.complexity.measure"]  # the attribute is the function measure()
+
+    model = mlp([6, 12, 12, 3], seed=0).eval()
+    x = torch.randn(64, 6)
+    loader = [(x, model(x).argmax(1))]
+    ckpt = tmp_path / "sweep.partial.json"
+    full = complexity.sweep(model, [0.1, 0.3, 0.5], loader)
+    real_run, calls = measure_module._run, []
+
+    def stop_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[4])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(measure_module, "_run", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        complexity.sweep(model, [0.1, 0.3, 0.5], loader, checkpoint=ckpt)
+    assert [p.beta for p in complexity.SweepResult.load(ckpt).points] == [0.1, 0.3]
+    calls.clear()
+    monkeypatch.setattr(measure_module, "_run", lambda *a, **k: (calls.append(a[4]), real_run(*a, **k))[1])
+    resumed = complexity.sweep(model, [0.1, 0.3, 0.5], loader, checkpoint=ckpt)
+    assert calls == [0.5]  # only the beta the interrupted run had not measured
+    assert [(p.beta, p.accuracy, p.params) for p in resumed.points] == [
+        (p.beta, p.accuracy, p.params) for p in full.points]
+    with pytest.raises(Exception, match="made with other settings"):
+        complexity.sweep(model, [0.1], loader, rule="paper", checkpoint=ckpt)
