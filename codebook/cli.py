@@ -109,7 +109,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
                              seed=args.seed, prompt_states=args.prompt_states, positions=args.positions)
     if args.json:
         res.save(args.json)
-    print(json.dumps({k: v for k, v in res.__dict__.items() if k not in ("per_pair_success", "sites")}, indent=2))
+    print(json.dumps({k: v for k, v in res.__dict__.items() if k not in ("per_pair_success", "sites", "examples")}, indent=2))
     return 0
 
 

@@ -8,15 +8,19 @@ are positions with no class that still count as negatives, and ``mask=False`` ex
 * recall for class ``c`` = (positions of class ``c`` where it fires) / (positions of class ``c``),
 * purity = its best precision over classes.
 
-For each class the *best code* is the one with the highest F1 (ties: higher precision). The
+For each class the *best code* is the one with the highest F1 (ties: higher precision); its *usage* is the
+number of positions where it fires. With ``contexts=N`` the search also keeps, per best code, its top ``N``
+contexts: the positions where it fires with the highest similarity between the codebook's input there and
+the code (the layer's similarity; cosine by default), each with the tokens around it. The
 *best-single-neuron baseline* thresholds each neuron (e.g. every MLP hidden unit) so that it fires on
 exactly the share of class-``c`` positions the best code recalls (the matched recall), and reports the best
 precision any neuron reaches at that recall (upper tail: a neuron "fires" when its activation is at or above
 the threshold).
 
 Example:
-    >>> res = search_by_labels(model, tokens, labels)        # doctest: +SKIP
-    >>> res.average_precision, res.share_beating_neuron       # doctest: +SKIP
+    >>> res = search_by_labels(model, tokens, labels, contexts=5)  # doctest: +SKIP
+    >>> res.average_precision, res.share_beating_neuron             # doctest: +SKIP
+    >>> res.to_html("codes.html")                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +104,14 @@ def collect_codes(model: nn.Module, tokens: torch.Tensor, sites: Sequence[str] |
 
 @dataclass
 class ClassMatch:
-    """The best code for one class and the neuron baseline at matched recall."""
+    """The best code for one class and the neuron baseline at matched recall.
+
+    ``usage`` counts the positions where the code fires (``-1``: not recorded, in files written before it
+    was). ``contexts`` holds its top contexts when the search was asked for them (``contexts=N``): dicts
+    with ``sequence``, ``position``, ``tokens`` (the tokens around it, as text), ``index`` (where the position
+    is in ``tokens``), ``score`` (similarity of the codebook's input to the code) and ``label`` (the position's
+    label).
+    """
 
     label: int
     n_positions: int
@@ -113,6 +124,8 @@ class ClassMatch:
     neuron_site: str = ""
     neuron: int = -1
     neuron_precision: float = float("nan")
+    usage: int = -1
+    contexts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -190,6 +203,19 @@ class LabelSearchResult:
         ax.set_ylim(0, 1.02)
         return ax
 
+    def to_html(self, path: str | os.PathLike[str], *, class_names: Sequence[str] | None = None,
+                title: str | None = None) -> Path:
+        """Write a code browser (one self-contained HTML file): per class its best code with precision, recall,
+        usage and the neuron baseline, and each code's top contexts with the token marked (searches run with
+        ``contexts=N``). See :func:`codebook.report.search_html`.
+
+        Example:
+            >>> search_by_labels(model, tokens, labels, contexts=5).to_html("codes.html")  # doctest: +SKIP
+        """
+        from codebook.report import search_html
+
+        return search_html(self, path, class_names=class_names, title=title)
+
 
 def _code_label_counts(ids: torch.Tensor, labels: torch.Tensor, n_codes: int, n_classes: int) -> torch.Tensor:
     """``[groups, n_codes, n_classes + 1]`` counts (last column: label -1) from ids ``[N, G, k]``."""
@@ -208,7 +234,8 @@ def _code_label_counts(ids: torch.Tensor, labels: torch.Tensor, n_codes: int, n_
 def search_by_labels(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, *,
                      mask: torch.Tensor | None = None, sites: Sequence[str] | None = None,
                      neuron_sites: Sequence[str] | None = None, min_count: int = 5, batch_size: int = 256,
-                     codes: dict[str, torch.Tensor] | None = None) -> LabelSearchResult:
+                     codes: dict[str, torch.Tensor] | None = None, contexts: int = 0, context_window: int = 8,
+                     decode: Callable[[int], str] | None = None) -> LabelSearchResult:
     """Best code per class (by F1), precision/recall, purity, and the best-single-neuron baseline.
 
     Args:
@@ -222,6 +249,10 @@ def search_by_labels(model: nn.Module, tokens: torch.Tensor, labels: torch.Tenso
         min_count: a code must fire this often to get a purity value.
         batch_size: forward batch size.
         codes: precomputed :func:`collect_codes` output (skips the forward pass for codes).
+        contexts: keep the top ``contexts`` contexts of each class's best code (0: none; costs one more
+            forward pass per site that holds a best code).
+        context_window: tokens kept on each side of a context's position.
+        decode: ``token_id -> text`` for the contexts' tokens (default: the ids as text).
 
     Returns:
         :class:`LabelSearchResult`.
@@ -241,6 +272,9 @@ def search_by_labels(model: nn.Module, tokens: torch.Tensor, labels: torch.Tenso
     mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     if mask.shape != tokens.shape:
         raise CodebookConfigError(f"mask must have the shape of tokens {tuple(tokens.shape)}; got {tuple(mask.shape)}")
+    for name, value in (("contexts", contexts), ("context_window", context_window)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CodebookConfigError(f"{name} must be an int >= 0; got {value!r}")
     cbs = _codebooks(model)
     sites = list(cbs.sites) if sites is None else list(sites)
     if codes is None:
@@ -274,12 +308,15 @@ def search_by_labels(model: nn.Module, tokens: torch.Tensor, labels: torch.Tenso
         for c in present:
             j = int(top[c])
             g, code = divmod(j, layer.n_codes)
-            cand = (float(flat[j, c]), float(prec[g, code, c]), float(rec[g, code, c]), s, g, code)
+            cand = (float(flat[j, c]), float(prec[g, code, c]), float(rec[g, code, c]), s, g, code,
+                    int(fired[g, code]))
             if c not in best or cand[0] > best[c][0]:
                 best[c] = cand
     matches = [ClassMatch(label=c, n_positions=int(class_n[c]), site=b[3], group=b[4], code=b[5], precision=b[1],
-                          recall=b[2], f1=float(2 * b[1] * b[2] / max(1e-12, b[1] + b[2])))
+                          recall=b[2], f1=float(2 * b[1] * b[2] / max(1e-12, b[1] + b[2])), usage=b[6])
                for c, b in sorted(best.items())]
+    if contexts:
+        _top_contexts(model, tokens, labels, mask, matches, codes, contexts, context_window, decode, batch_size)
     if neuron_sites is None:
         neuron_sites = [f"blocks.{i}.mlp.hook_post" for i in range(int(model.cfg.n_layers))]
     if neuron_sites:
@@ -288,6 +325,69 @@ def search_by_labels(model: nn.Module, tokens: torch.Tensor, labels: torch.Tenso
             a = acts[name].reshape(tokens.shape[0] * tokens.shape[1], -1)[m].float()
             _neuron_baseline(matches, a, lab, name)
     return LabelSearchResult(matches, purity, int(m.sum()))
+
+
+@torch.no_grad()
+def _top_contexts(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                  matches: list[ClassMatch], codes: dict[str, torch.Tensor], n: int, window: int,
+                  decode: Callable[[int], str] | None, batch_size: int) -> None:
+    """Fill each match's ``contexts`` with the ``n`` positions (inside ``mask``) where its code fires with the
+    highest similarity of the codebook's input to the code: one forward pass per site, running top-n."""
+    cbs = _codebooks(model)
+    device = next(model.parameters()).device
+    n_seq, n_pos = tokens.shape
+    by_site: dict[str, list[ClassMatch]] = {}
+    for mt in matches:
+        by_site.setdefault(mt.site, []).append(mt)
+    keep = mask.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for site, site_matches in by_site.items():
+            layer = cbs[site]
+            ids = codes[site].to(device)
+            ids = ids if ids.dim() == 4 else ids.unsqueeze(-2)
+            vecs = layer.codes.detach()
+            best = [(torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device))
+                    for _ in site_matches]
+            previous = layer.record_inputs
+            layer.record_inputs, layer.recorded = True, []
+            try:
+                for start in range(0, n_seq, batch_size):
+                    chunk = tokens[start:start + batch_size].to(device)
+                    model(chunk)
+                    x = torch.cat(layer.recorded)  # [chunk * pos, groups, d], the codebook's (normed) input
+                    layer.recorded = []
+                    for j, mt in enumerate(site_matches):
+                        xi, code = x[:, mt.group].float(), vecs[mt.group, mt.code].float()
+                        if layer.config.similarity == "cosine":
+                            score = nn.functional.normalize(xi, dim=-1) @ nn.functional.normalize(code, dim=0)
+                        elif layer.config.similarity == "l2":
+                            score = -((xi - code) ** 2).sum(-1)
+                        else:
+                            score = xi @ code
+                        fires = (ids[start:start + len(chunk), :, mt.group] == mt.code).any(-1)
+                        fires &= keep[start:start + len(chunk)]
+                        score = torch.where(fires.reshape(-1), score, torch.full_like(score, -math.inf))
+                        flat = torch.arange(start * n_pos, start * n_pos + score.numel(), device=device)
+                        s_all, i_all = torch.cat([best[j][0], score]), torch.cat([best[j][1], flat])
+                        top = s_all.topk(min(n, s_all.numel())).indices
+                        best[j] = (s_all[top], i_all[top])
+            finally:
+                layer.record_inputs, layer.recorded = previous, []
+            for mt, (scores, where) in zip(site_matches, best, strict=True):
+                mt.contexts = []
+                for sc, w in zip(scores.tolist(), where.tolist(), strict=True):
+                    if not math.isfinite(sc):
+                        continue
+                    b, p = divmod(int(w), n_pos)
+                    lo, hi = max(0, p - window), min(n_pos, p + window + 1)
+                    toks = [int(t) for t in tokens[b, lo:hi].tolist()]
+                    mt.contexts.append({"sequence": b, "position": p, "index": p - lo, "score": float(sc),
+                                        "label": int(labels[b, p]),
+                                        "tokens": [decode(t) if decode else str(t) for t in toks]})
+    finally:
+        model.train(was_training)
 
 
 def _neuron_baseline(matches: list[ClassMatch], acts: torch.Tensor, lab: torch.Tensor, name: str) -> None:

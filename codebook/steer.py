@@ -329,6 +329,10 @@ class SteeringResult:
         sites: codebooks patched.
         positions: ``"last"`` (last token), ``"state"`` (both tokens of the last state) or ``"transition"``
             (last token, then the generated first digit too).
+        examples: the first pairs' generations, steered and not: dicts with ``pair``, ``state_a``,
+            ``state_b``, ``prompt_states`` (the A prompt's states), ``baseline_tokens`` / ``baseline_state`` /
+            ``baseline_success`` (sampled without the patch) and ``steered_tokens`` / ``steered_state`` /
+            ``steered_success`` (the first steered sample); success: the next state is a successor of B only.
     """
 
     success_rate: float
@@ -341,6 +345,7 @@ class SteeringResult:
     per_pair_success: list[float] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     positions: str = "last"
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write version-stamped JSON; returns the path."""
@@ -362,6 +367,18 @@ class SteeringResult:
         ax.set_ylabel("pairs")
         ax.set_title(f"success {self.success_rate:.1%}, normalised JS {self.normalized_js:.3f}")
         return ax
+
+    def to_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write the steering report (one self-contained HTML file): the headline rates, steered versus
+        baseline generations of the example pairs, and the per-pair success. See
+        :func:`codebook.report.steering_html`.
+
+        Example:
+            >>> fsm_state_steering(model, fsm, n_pairs=50).to_html("steering.html")  # doctest: +SKIP
+        """
+        from codebook.report import steering_html
+
+        return steering_html(self, path, title=title)
 
 
 def _jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -407,7 +424,7 @@ def _record_batched(model: nn.Module, tokens: torch.Tensor, pos: int, sites: Seq
 @torch.no_grad()
 def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samples: int = 20,
                        prompt_states: int = 8, sites: Sequence[str] | None = None, seed: int = 0,
-                       positions: str = "last", batch_size: int = 512) -> SteeringResult:
+                       positions: str = "last", batch_size: int = 512, n_examples: int = 8) -> SteeringResult:
     """FSM state steering with code patching.
 
     Pairs (A, B) come from the final states of sampled prompts of ``prompt_states`` states (BOS + 2 tokens per
@@ -428,6 +445,8 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
             patches both tokens of the last state; ``"transition"`` patches the last token and, while the next
             state is generated, also its first digit with the codes the B prompt produces after that digit.
         batch_size: forward batch size.
+        n_examples: pairs whose generations (steered and one unsteered sample) are kept in
+            ``SteeringResult.examples``.
 
     Returns:
         :class:`SteeringResult`.
@@ -444,6 +463,8 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
     for name, v in (("n_pairs", n_pairs), ("n_samples", n_samples), ("prompt_states", prompt_states)):
         if not isinstance(v, int) or v < 1:
             raise InvalidParameterError(f"{name} must be a positive int; got {v!r}")
+    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 0:
+        raise InvalidParameterError(f"n_examples must be an int >= 0; got {n_examples!r}")
     if 1 + 2 * prompt_states + 2 > int(model.cfg.n_ctx):
         raise InvalidParameterError(f"prompt_states={prompt_states} does not fit n_ctx={model.cfg.n_ctx}")
     if prompt_states > fsm.config.seq_states:
@@ -492,6 +513,7 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
     rep_src = [({s: v.repeat_interleave(n_samples, 0) for s, v in src.items()}, pos) for src, pos in sources]
     rep_b = prompts_b.repeat_interleave(n_samples, 0)
     succ = []
+    steered: dict[int, tuple[list[int], int, bool]] = {}
     for i in range(0, rep_prompts.shape[0], batch_size):
         chunk = rep_prompts[i:i + batch_size]
         patches = [({s: v[i:i + batch_size] for s, v in src.items()}, pos) for src, pos in rep_src]
@@ -509,8 +531,35 @@ def fsm_state_steering(model: nn.Module, fsm: Any, *, n_pairs: int = 100, n_samp
         rows = torch.arange(i, i + chunk.shape[0]) // n_samples
         ok = (nxt >= 0) & target_only[rows, nxt.clamp(min=0)]
         succ.append(ok.float())
+        for local in range(chunk.shape[0]):
+            if (i + local) % n_samples == 0 and int(rows[local]) < n_examples:
+                steered[int(rows[local])] = (out[local, -2:].cpu().tolist(), int(nxt[local]), bool(ok[local]))
     per_pair = torch.cat(succ).view(n, n_samples).mean(1)
+    examples = _steering_examples(model, fsm, prompts_a, a, b, target_only, steered, seed)
     return SteeringResult(success_rate=float(per_pair.mean()), expected_success=float(expected.mean()),
                           baseline_success=float(baseline.mean()), normalized_js=float(norm_js.mean()),
                           js_steered=float(js_steer.mean()), n_pairs=n, n_samples=n_samples,
-                          per_pair_success=[float(x) for x in per_pair], sites=sites, positions=positions)
+                          per_pair_success=[float(x) for x in per_pair], sites=sites, positions=positions,
+                          examples=examples)
+
+
+def _steering_examples(model: nn.Module, fsm: Any, prompts_a: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                       target_only: torch.Tensor, steered: dict[int, tuple[list[int], int, bool]], seed: int
+                       ) -> list[dict[str, Any]]:
+    """The example pairs of :class:`SteeringResult`: the steered sample recorded during the run, and one
+    sample of the same prompt without the patch (its own seed: the measured rates are unchanged)."""
+    pairs = sorted(steered)
+    if not pairs:
+        return []
+    base = generate_with_codes(model, prompts_a[pairs], 2, seed=seed + 104_729).cpu()
+    base_state = fsm.state_ids(base)[:, -1]
+    out = []
+    for row, p in enumerate(pairs):
+        s_tokens, s_state, s_ok = steered[p]
+        bs = int(base_state[row])
+        out.append({"pair": p, "state_a": int(a[p]), "state_b": int(b[p]),
+                    "prompt_states": [int(x) for x in fsm.state_sequence(prompts_a[p]).tolist()],
+                    "baseline_tokens": base[row, -2:].tolist(), "baseline_state": bs,
+                    "baseline_success": bool(bs >= 0 and target_only[p, bs]),
+                    "steered_tokens": s_tokens, "steered_state": s_state, "steered_success": s_ok})
+    return out

@@ -510,6 +510,26 @@ class NAPSet:
             return plotting.nap_delta_curves(self, **kwargs)
         raise InvalidParameterError(f"kind must be 'heatmap' or 'delta', got {kind!r}")
 
+    def to_html(self, path: str | os.PathLike[str], stats: NAPStats | Sequence[NAPStats] | None = None, *,
+                title: str | None = None) -> Path:
+        """Write a self-contained HTML report (opens from disk): NAP sizes per class, the heatmap, and with
+        ``stats`` (from :meth:`evaluate` or :meth:`sweep`) coverage and precision per class and per delta.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OutputPathError: ``path`` cannot be written (checked before rendering).
+
+        Example:
+            >>> naps.to_html("naps.html", stats=naps.sweep(model, test_loader, [1.0, 0.99, 0.95]))  # doctest: +SKIP
+        """
+        from probe.core.paths import check_output
+        from probe.report import nap_html
+
+        check_output(path)
+        return nap_html(self, path, stats, title=title)
+
 
 def _check_labels(y: torch.Tensor, num_classes: int) -> None:
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):

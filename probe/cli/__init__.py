@@ -43,6 +43,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "verify.cli",
     "probe.cli.complexity",
     "codebook.cli",
+    "probe.cli.report",
 )
 
 
