@@ -12,7 +12,7 @@ from pathlib import Path
 
 from probe.core.errors import DataNotFoundError, OutputPathError
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]  # probe/core/paths.py -> the repository
 
 EXPECTED_LAYOUT = (
     "<root>/mnist/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (torchvision's MNIST layout), "
