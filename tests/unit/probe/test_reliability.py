@@ -365,3 +365,11 @@ def test_complexity_sweep_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         (p.beta, p.accuracy, p.params) for p in full.points]
     with pytest.raises(Exception, match="made with other settings"):
         complexity.sweep(model, [0.1], loader, rule="paper", checkpoint=ckpt)
+
+
+def test_data_root_is_found_from_any_working_directory(tmp_path, monkeypatch, data_root):
+    from probe.core.paths import data_root as resolve
+
+    monkeypatch.delenv("NEUROSPEC_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data here: the repository's sibling folder is found
+    assert resolve() == data_root.resolve()
