@@ -55,6 +55,7 @@ import math
 import os
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from itertools import pairwise, product
 from pathlib import Path
@@ -172,7 +173,12 @@ class _Parser:
         if name in self.declared:
             line, column = self.position(self.declared[name][2])
             raise self.error(node[2], f"{name} is declared twice (first at line {line}, column {column})")
-        self.declared[name] = (match.group(1), int(match.group(2)), node[2])
+        try:
+            index = int(match.group(2))
+        except ValueError as exc:  # more digits than int() converts (sys.get_int_max_str_digits(), 4300)
+            raise self.error(node[2], f"the index of {name[:24]}... has {len(match.group(2))} digits; a "
+                                      "variable index must be a small non-negative integer") from exc
+        self.declared[name] = (match.group(1), index, node[2])
 
     def variables(self, kind: str) -> list[str]:
         """Declared names of one kind, in index order; raises if the indices are not 0..n-1."""
@@ -183,6 +189,18 @@ class _Parser:
                 raise self.error(self.declared[name][2],
                                  f"{missing} is not declared but {name} is: declare {kind}_0..{kind}_<n-1>")
         return [name for _, name in names]
+
+    def deepest(self) -> tuple[int, int]:
+        """(token index of the first '(' at the greatest nesting depth, that depth)."""
+        depth, best, where = 0, 0, 0
+        for i, tok in enumerate(self.tokens):
+            if tok == "(":
+                depth += 1
+                if depth > best:
+                    best, where = depth, i
+            elif tok == ")":
+                depth -= 1
+        return where, best
 
     # ----- terms ----------------------------------------------------------------------------------------
     def linear(self, node: int | _Node) -> tuple[dict[str, float], float]:
@@ -453,9 +471,9 @@ def parse_vnnlib(text: str, source: str = "<string>", n_inputs: int | None = Non
         VnnlibError: malformed text (unbalanced parentheses, unknown operator or command, undeclared
             variable, non-numeric constant), an input without a lower or upper bound, an unsupported
             construct (disjunctive or multi-variable input constraints, constraints mixing inputs and
-            outputs, nonlinear terms), too many DNF clauses, or declared counts that differ from
-            ``n_inputs`` / ``n_outputs``. The message starts with ``source:line:col`` where a token is at
-            fault.
+            outputs, nonlinear terms), too many DNF clauses, formulas nested too deeply to read (many
+            hundreds of levels), or declared counts that differ from ``n_inputs`` / ``n_outputs``. The
+            message starts with ``source:line:col`` where a token is at fault.
 
     Example:
         >>> spec = parse_vnnlib("(declare-const X_0 Real) (declare-const Y_0 Real) "
@@ -464,7 +482,14 @@ def parse_vnnlib(text: str, source: str = "<string>", n_inputs: int | None = Non
         ([[1.0]], [-0.5])
     """
     start = time.perf_counter()
-    spec = _Parser(text, source).parse(source, n_inputs, n_outputs)
+    parser = _Parser(text, source)
+    try:
+        spec = parser.parse(source, n_inputs, n_outputs)
+    except RecursionError as exc:  # terms and formulas are read recursively, one Python frame per level
+        where, depth = parser.deepest()
+        raise parser.error(where, f"the formula is nested too deeply ({depth} levels of parentheses) to be "
+                                  "read; flatten it, e.g. '(+ a b c)' instead of '(+ a (+ b c))' and "
+                                  "'(and p q r)' instead of '(and p (and q r))'") from exc
     logger.debug("%s: parsed %d inputs, %d unsafe clause(s) in %.1f ms", source, spec.n_inputs,
                  len(spec.unsafe), 1e3 * (time.perf_counter() - start))
     return spec
@@ -498,7 +523,7 @@ def read_vnnlib(path: str | os.PathLike[str], n_inputs: int | None = None,
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
         text = raw.decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise VnnlibError(f"cannot read the VNN-LIB file {str(path)!r}: {exc}") from exc
     stem = path.name
     for suffix in (".gz", ".vnnlib"):

@@ -85,6 +85,10 @@ SUPPORTED_OPS: tuple[str, ...] = (
 
 _MODULE_PREFIX = {"BatchNormalization": "batchnorm"}
 
+# The fewest inputs each supported operator takes (Reshape's shape is an attribute before opset 5).
+_MIN_INPUTS = {"Add": 2, "BatchNormalization": 5, "Conv": 2, "Div": 2, "Gemm": 2, "MatMul": 2, "Mul": 2,
+               "Sub": 2, "Dropout": 1, "Flatten": 1, "Identity": 1, "Relu": 1, "Reshape": 1, "Transpose": 1}
+
 
 # --------------------------------------------------------------------------------------------------------
 # Small modules for the operators torch has no module for
@@ -435,12 +439,25 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _constant_node_value(node: Any, where: str) -> np.ndarray:
+def _decode_tensor(tensor: Any, what: str, where: str) -> np.ndarray:
+    """``numpy_helper.to_array(tensor)``, with a damaged tensor (data that does not fit its dims, an unknown
+    or undefined data type) reported as an :class:`OnnxError` naming it."""
     from onnx import numpy_helper
 
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:  # ValueError (size), TypeError (UNDEFINED type), KeyError (unknown type), ...
+        raise OnnxError(
+            f"{where}: {what} {tensor.name!r} (data type {tensor.data_type}, dims {list(tensor.dims)}) "
+            f"cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or was written by a "
+            "broken exporter: re-export the network"
+        ) from exc
+
+
+def _constant_node_value(node: Any, where: str) -> np.ndarray:
     for attr in node.attribute:
         if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
+            return _decode_tensor(attr.t, "the value of the Constant", where)
         if attr.name == "value_float":
             return np.array(attr.f, dtype=np.float32)
         if attr.name == "value_floats":
@@ -458,12 +475,10 @@ class _Converter:
     """Walks an ONNX graph in topological order and builds the plan (one instance per load)."""
 
     def __init__(self, model: Any, path: Path | None) -> None:
-        from onnx import numpy_helper
-
         self.graph = model.graph
         self.where = repr(str(path)) if path is not None else "the in-memory ONNX model"
         self.consts: dict[str, np.ndarray] = {
-            init.name: numpy_helper.to_array(init) for init in self.graph.initializer
+            init.name: _decode_tensor(init, "initializer", self.where) for init in self.graph.initializer
         }
         self.alias: dict[str, str] = {}
         self.values: dict[str, torch.Tensor] = {}  # a batch-1 dry run, for shapes and checks
@@ -481,6 +496,58 @@ class _Converter:
         return UnsupportedOperatorError(
             f"{self.node_label(index, node)}: {why}. Supported operators: {', '.join(SUPPORTED_OPS)}"
         )
+
+    def attrs(self, index: int, node: Any) -> dict[str, Any]:
+        """The node's attributes by name; an attribute onnx cannot decode is an :class:`OnnxError`."""
+        try:
+            return _attrs(node)
+        except Exception as exc:  # get_attribute_value rejects e.g. an attribute of undefined type
+            raise OnnxError(
+                f"{self.node_label(index, node)}: an attribute cannot be read ({type(exc).__name__}: {exc}). "
+                "The graph is malformed; re-export the network"
+            ) from exc
+
+    def bad_attribute(self, index: int, node: Any, name: str, kind: str, value: Any) -> OnnxError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return OnnxError(
+            f"{self.node_label(index, node)}: attribute {name!r} must be {kind}, got {shown}; fix the "
+            "attribute (see the operator's ONNX specification) or re-export the network"
+        )
+
+    def attr_int(self, index: int, node: Any, attrs: dict[str, Any], name: str, default: int) -> int:
+        value = attrs.get(name, default)
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self.bad_attribute(index, node, name, "an int", value) from exc
+
+    def attr_float(self, index: int, node: Any, attrs: dict[str, Any], name: str, default: float) -> float:
+        value = attrs.get(name, default)
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self.bad_attribute(index, node, name, "a float", value) from exc
+
+    def attr_ints(
+        self, index: int, node: Any, attrs: dict[str, Any], name: str, default: Sequence[int]
+    ) -> list[int]:
+        value = attrs.get(name, default)
+        try:
+            return [int(v) for v in value]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self.bad_attribute(index, node, name, "a list of ints", value) from exc
+
+    def float_const(self, index: int, node: Any, name: str, what: str) -> np.ndarray:
+        """A constant input as float32 (weights, biases, normalisation parameters)."""
+        value = self.const(name)
+        try:
+            return value.astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise OnnxError(
+                f"{self.node_label(index, node)}: {what} {name!r} of data type {value.dtype} cannot be read "
+                f"as float32 ({exc}); it must hold numbers: re-export the network"
+            ) from exc
 
     def resolve(self, name: str) -> str:
         while name in self.alias:
@@ -558,8 +625,15 @@ class _Converter:
             done.add(i)
             order.append((i, self.graph.node[i]))
 
-        for i in sorted(needed):
-            visit(i)
+        try:
+            for i in sorted(needed):
+                visit(i)
+        except RecursionError as exc:  # one frame per node of a chain stored out of order
+            raise OnnxError(
+                f"the nodes of {self.where} are not in topological order and the graph ({len(needed)} nodes) "
+                "is too deep to reorder; ONNX requires the nodes sorted so that each comes after its inputs' "
+                "producers: re-export the network or sort its nodes"
+            ) from exc
         return order
 
     def consumers(self, order: list[tuple[int, Any]], tensor: str) -> list[tuple[int, Any]]:
@@ -595,12 +669,20 @@ class _Converter:
                 f"{_shape_text(tensor_type)}; only the batch dimension may be dynamic"
             )
         input_shape = tuple(d.dim_value for d in dims[1:])
-        self.values[inp.name] = torch.zeros((1, *input_shape))
+        try:
+            self.values[inp.name] = torch.zeros((1, *input_shape))
+        except (RuntimeError, MemoryError) as exc:
+            raise OnnxError(
+                f"input {inp.name!r} of {self.where} declares the per-sample shape {input_shape} "
+                f"({math.prod(input_shape)} values), which cannot be allocated: {exc}. Check the declared "
+                "input shape"
+            ) from exc
 
         order = self.topological()
         # Constant nodes first: they have no inputs, and fusion looks ahead at constants.
         for index, node in order:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                self.check_arity(index, node)
                 self.consts[node.output[0]] = _constant_node_value(node, self.node_label(index, node))
         for pos, (index, node) in enumerate(order):
             if index in self.fused or node.op_type == "Constant":
@@ -626,12 +708,24 @@ class _Converter:
 
     # ---- operators -------------------------------------------------------------------------------------
 
+    def check_arity(self, index: int, node: Any) -> None:
+        """A supported node names the inputs its operator requires and an output (else the graph is
+        malformed)."""
+        needed = _MIN_INPUTS.get(node.op_type, 0)
+        if len(node.input) < needed or not all(node.input[:needed]) or not node.output:
+            raise OnnxError(
+                f"{self.node_label(index, node)} has inputs {list(node.input)} and outputs "
+                f"{list(node.output)}; {node.op_type} needs {needed} named input(s) and an output. The graph "
+                "is malformed: re-export the network"
+            )
+
     def convert(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             raise self.unsupported(index, node, f"operator domain {node.domain!r} is not supported")
         if op not in SUPPORTED_OPS:
             raise self.unsupported(index, node, f"operator {op!r} is not supported")
+        self.check_arity(index, node)
         if self.fold_constant(index, node):
             return
         handler = getattr(self, f"op_{op.lower()}")
@@ -644,6 +738,19 @@ class _Converter:
             return False
         op = node.op_type
         vals = [self.const(n) for n in ins]
+        try:
+            out = self.fold(index, node, vals)
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            raise OnnxError(
+                f"{self.node_label(index, node)}: its inputs are constants of shapes "
+                f"{[v.shape for v in vals]} that {op} cannot combine ({type(exc).__name__}: {exc}); fix the "
+                "constants or re-export the network"
+            ) from exc
+        self.consts[node.output[0]] = np.asarray(out)
+        return True
+
+    def fold(self, index: int, node: Any, vals: list[np.ndarray]) -> np.ndarray:
+        op = node.op_type
         out: np.ndarray
         if op in ("Identity", "Dropout"):
             out = vals[0]
@@ -654,22 +761,26 @@ class _Converter:
                 out = np.floor_divide(vals[0], vals[1])
             out = out.astype(vals[0].dtype)
         elif op == "Transpose":
-            out = np.transpose(vals[0], _attrs(node).get("perm"))
+            out = np.transpose(vals[0], self.attrs(index, node).get("perm"))
         elif op == "Reshape" and len(vals) == 2:
             out = vals[0].reshape([int(s) if s != 0 else vals[0].shape[i] for i, s in enumerate(vals[1])])
         else:
             raise self.unsupported(index, node, "all inputs are constants, and this operator is not folded")
-        self.consts[node.output[0]] = np.asarray(out)
-        return True
+        return out
 
     def op_identity(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         self.alias[node.output[0]] = self.tensor(index, node, node.input[0])
 
     def op_dropout(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
-        attrs = _attrs(node)
+        attrs = self.attrs(index, node)
         if attrs.get("is_test", 1) == 0 and "is_test" in attrs:
             raise self.unsupported(index, node, "Dropout in training mode (is_test=0) is not supported")
         if len(node.input) >= 3 and node.input[2]:
+            if self.is_const(node.input[2]) and self.const(node.input[2]).size != 1:
+                raise OnnxError(
+                    f"{self.node_label(index, node)}: training_mode {node.input[2]!r} has shape "
+                    f"{self.const(node.input[2]).shape}; it must be a scalar boolean"
+                )
             if not self.is_const(node.input[2]) or bool(self.const(node.input[2])):
                 raise self.unsupported(index, node, "Dropout with training_mode true is not supported")
         if len(node.output) > 1 and node.output[1] and any(node.output[1] in n.input for _, n in rest):
@@ -683,7 +794,7 @@ class _Converter:
     def op_flatten(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         x = self.tensor(index, node, node.input[0])
         rank = len(self.shape(x))
-        axis = int(_attrs(node).get("axis", 1))
+        axis = self.attr_int(index, node, self.attrs(index, node), "axis", 1)
         axis = axis + rank if axis < 0 else axis
         if axis != 1:
             raise self.unsupported(
@@ -696,7 +807,7 @@ class _Converter:
     def op_transpose(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         x = self.tensor(index, node, node.input[0])
         rank = len(self.shape(x))
-        perm = [int(p) for p in _attrs(node).get("perm", list(reversed(range(rank))))]
+        perm = self.attr_ints(index, node, self.attrs(index, node), "perm", list(reversed(range(rank))))
         if sorted(perm) != list(range(rank)):
             raise OnnxError(
                 f"{self.node_label(index, node)}: perm {perm} is not a permutation of {rank} axes"
@@ -707,15 +818,22 @@ class _Converter:
 
     def op_reshape(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
         x = self.tensor(index, node, node.input[0])
-        attrs = _attrs(node)
+        attrs = self.attrs(index, node)
         if len(node.input) >= 2 and node.input[1]:
             if not self.is_const(node.input[1]):
                 raise self.unsupported(
                     index, node, "Reshape with a computed (non-constant) shape is not supported"
                 )
-            target = [int(s) for s in self.const(node.input[1]).reshape(-1)]
+            shape = self.const(node.input[1]).reshape(-1)
+            try:
+                target = [int(s) for s in shape]
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise OnnxError(
+                    f"{self.node_label(index, node)}: the shape {node.input[1]!r} holds "
+                    f"{shape.tolist()[:8]}, not integers; a Reshape shape must be an int64 tensor"
+                ) from exc
         elif "shape" in attrs:  # opset < 5
-            target = [int(s) for s in attrs["shape"]]
+            target = self.attr_ints(index, node, attrs, "shape", [])
         else:
             raise OnnxError(f"{self.node_label(index, node)}: Reshape without a shape")
         in_shape = self.shape(x)
@@ -724,7 +842,7 @@ class _Converter:
         declared = self.declared_batch_of_input()
         if len(target) < 2:
             raise self.unsupported(index, node, f"Reshape to {target} drops the batch dimension")
-        if int(attrs.get("allowzero", 0)) and 0 in target:
+        if self.attr_int(index, node, attrs, "allowzero", 0) and 0 in target:
             raise self.unsupported(
                 index, node, "Reshape with allowzero=1 and a 0 in the shape is not supported"
             )
@@ -807,17 +925,18 @@ class _Converter:
         return bias + extra, add.output[0]
 
     def op_gemm(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
-        attrs = _attrs(node)
-        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
-        if int(attrs.get("transA", 0)):
+        attrs = self.attrs(index, node)
+        alpha = self.attr_float(index, node, attrs, "alpha", 1.0)
+        beta = self.attr_float(index, node, attrs, "beta", 1.0)
+        if self.attr_int(index, node, attrs, "transA", 0):
             raise self.unsupported(index, node, "Gemm with transA=1 transposes the batch axis")
         x = self.tensor(index, node, node.input[0])
         if not self.is_const(node.input[1]):
             raise self.unsupported(index, node, "Gemm with a non-constant B (weight) is not supported")
-        b = self.const(node.input[1]).astype(np.float32)
+        b = self.float_const(index, node, node.input[1], "B (weight)")
         if b.ndim != 2:
             raise OnnxError(f"{self.node_label(index, node)}: B has shape {b.shape}, expected 2-D")
-        weight = alpha * (b if int(attrs.get("transB", 0)) else b.T)  # (out, in)
+        weight = alpha * (b if self.attr_int(index, node, attrs, "transB", 0) else b.T)  # (out, in)
         out_f, in_f = weight.shape
         if len(self.shape(x)) != 2 or self.shape(x)[1] != in_f:
             raise OnnxError(
@@ -827,7 +946,7 @@ class _Converter:
         if len(node.input) >= 3 and node.input[2]:
             if not self.is_const(node.input[2]):
                 raise self.unsupported(index, node, "Gemm with a non-constant C (bias) is not supported")
-            c = self.const(node.input[2]).astype(np.float32)
+            c = self.float_const(index, node, node.input[2], "C (bias)")
             try:
                 bias = beta * np.broadcast_to(c, (1, out_f)).reshape(out_f)
             except ValueError as exc:
@@ -842,7 +961,7 @@ class _Converter:
                 index, node, "MatMul is supported only as (graph tensor) @ (constant 2-D weight)"
             )
         x = self.tensor(index, node, node.input[0])
-        w = self.const(node.input[1]).astype(np.float32)
+        w = self.float_const(index, node, node.input[1], "the weight")
         if w.ndim != 2 or len(self.shape(x)) < 2 or self.shape(x)[-1] != w.shape[0]:
             raise self.unsupported(
                 index,
@@ -872,28 +991,29 @@ class _Converter:
         self.add(key, layer, [x], output, names)
 
     def op_conv(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
-        attrs = _attrs(node)
+        attrs = self.attrs(index, node)
         x = self.tensor(index, node, node.input[0])
         if not self.is_const(node.input[1]):
             raise self.unsupported(index, node, "Conv with a non-constant weight is not supported")
-        w = self.const(node.input[1]).astype(np.float32)
+        w = self.float_const(index, node, node.input[1], "the weight")
         in_shape = self.shape(x)
         if w.ndim != 4 or len(in_shape) != 4:
             raise self.unsupported(
                 index, node, f"only 2-D convolutions are supported (weight {w.shape}, input {in_shape})"
             )
         out_c, in_per_group, kh, kw = w.shape
-        group = int(attrs.get("group", 1))
-        if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != (kh, kw):
+        group = self.attr_int(index, node, attrs, "group", 1)
+        kernel_shape = self.attr_ints(index, node, attrs, "kernel_shape", [kh, kw])
+        if tuple(kernel_shape) != (kh, kw):
             raise OnnxError(
                 f"{self.node_label(index, node)}: kernel_shape {attrs['kernel_shape']} != weight {w.shape}"
             )
-        strides = tuple(int(s) for s in attrs.get("strides", (1, 1)))
-        dilations = tuple(int(d) for d in attrs.get("dilations", (1, 1)))
+        strides = tuple(self.attr_ints(index, node, attrs, "strides", (1, 1)))
+        dilations = tuple(self.attr_ints(index, node, attrs, "dilations", (1, 1)))
         auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        auto_pad = auto_pad.decode(errors="replace") if isinstance(auto_pad, bytes) else str(auto_pad)
         if auto_pad in ("NOTSET", ""):
-            pads = [int(p) for p in attrs.get("pads", (0, 0, 0, 0))]
+            pads = self.attr_ints(index, node, attrs, "pads", (0, 0, 0, 0))
         elif auto_pad == "VALID":
             pads = [0, 0, 0, 0]
         elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -914,11 +1034,22 @@ class _Converter:
                 f"{self.node_label(index, node)}: input has {in_shape[1]} channels, weight {w.shape} with "
                 f"group={group} expects {in_per_group * group}"
             )
+        if out_c % group:
+            raise OnnxError(
+                f"{self.node_label(index, node)}: weight {w.shape} has {out_c} output channels, not a "
+                f"multiple of group={group}; fix the weight or the group attribute"
+            )
         bias = np.zeros(out_c, dtype=np.float32)
         if len(node.input) >= 3 and node.input[2]:
             if not self.is_const(node.input[2]):
                 raise self.unsupported(index, node, "Conv with a non-constant bias is not supported")
-            bias = self.const(node.input[2]).astype(np.float32).reshape(out_c)
+            bias = self.float_const(index, node, node.input[2], "the bias")
+            if bias.size != out_c:
+                raise OnnxError(
+                    f"{self.node_label(index, node)}: the bias {node.input[2]!r} has {bias.size} values for "
+                    f"{out_c} output channels; it must have one per channel"
+                )
+            bias = bias.reshape(out_c)
         names = [node.name or f"#{index}"]
         top, left, bottom, right = pads
         if (top, left) != (bottom, right):
@@ -946,10 +1077,10 @@ class _Converter:
         self.add("conv", conv, [x], output, names)
 
     def op_batchnormalization(self, index: int, node: Any, rest: list[tuple[int, Any]]) -> None:
-        attrs = _attrs(node)
-        if int(attrs.get("training_mode", 0)):
+        attrs = self.attrs(index, node)
+        if self.attr_int(index, node, attrs, "training_mode", 0):
             raise self.unsupported(index, node, "BatchNormalization with training_mode=1 is not supported")
-        if int(attrs.get("spatial", 1)) == 0:
+        if self.attr_int(index, node, attrs, "spatial", 1) == 0:
             raise self.unsupported(index, node, "BatchNormalization with spatial=0 is not supported")
         if any(o and any(o in n.input for _, n in rest) for o in node.output[1:]):
             raise self.unsupported(index, node, "BatchNormalization's running statistics outputs are used")
@@ -960,11 +1091,11 @@ class _Converter:
                 raise self.unsupported(
                     index, node, f"BatchNormalization parameter {name!r} is not a constant"
                 )
-            params.append(torch.from_numpy(self.const(name).astype(np.float32).reshape(-1)))
+            params.append(torch.from_numpy(self.float_const(index, node, name, "parameter").reshape(-1)))
         scale, shift, mean, var = params
         rank = len(self.shape(x))
         channels = self.shape(x)[1]
-        eps = float(attrs.get("epsilon", 1e-5))
+        eps = self.attr_float(index, node, attrs, "epsilon", 1e-5)
         bn: nn.Module
         if rank == 4:
             bn = nn.BatchNorm2d(channels, eps=eps)
@@ -974,6 +1105,14 @@ class _Converter:
             raise self.unsupported(
                 index, node, f"BatchNormalization on a rank-{rank} tensor is not supported"
             )
+        for name, param in zip(node.input[1:5], params, strict=True):
+            if param.numel() not in (1, channels):  # one value is broadcast to every channel
+                raise OnnxError(
+                    f"{self.node_label(index, node)}: parameter {name!r} has {param.numel()} values for an "
+                    f"input of {channels} channels; scale, B, mean and var need one value per channel"
+                )
+        if eps < 0:
+            raise OnnxError(f"{self.node_label(index, node)}: epsilon={eps} is negative; it must be >= 0")
         with torch.no_grad():
             bn.weight.copy_(scale)
             bn.bias.copy_(shift)
@@ -992,7 +1131,7 @@ class _Converter:
                 raise self.unsupported(index, node, "Div of a constant by a graph tensor is not affine")
             c = self.const(a if constant_first else b)
             if not np.issubdtype(c.dtype, np.floating):
-                c = c.astype(np.float32)
+                c = self.float_const(index, node, a if constant_first else b, "the constant")
             if c.ndim > len(self.shape(x)):
                 raise self.unsupported(
                     index, node, f"constant of shape {c.shape} has more axes than the tensor"
