@@ -621,9 +621,47 @@ def _domain(network, lower: np.ndarray | None, upper: np.ndarray | None) -> tupl
     return lo, hi
 
 
+def _nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
+                          per_competitor: bool) -> list[VerificationResult] | VerificationResult:
+    """The NAP robustness queries of class ``c`` (see :func:`nap_robustness`)."""
+    from verify.bounds import BoxBounds
+
+    states = nap_states(network, naps, [c])
+    if per_competitor:
+        # one set of bounds (CROWN, then LP tightening once) for the class's box and NAP, shared by its
+        # competitor queries
+        shared = BoxBounds(network, lo, hi, states)
+        return [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
+                       solver=solver, timeout=timeout, attack=False, bounds=shared)
+                for j in range(network.n_outputs) if j != c]
+    return verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,
+                  timeout=timeout, attack=False)
+
+
+def _nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi: np.ndarray, solver: str,
+                        timeout: float) -> VerificationResult:
+    """The NAP non-ambiguity query of ``pair`` (see :func:`nap_ambiguity`)."""
+    i, j = pair
+    if bool(naps.disjoint_pairs()[i, j]):
+        return VerificationResult("verified", "nap-conflict", solver=solver,
+                                  message="a neuron is active in one NAP and inactive in the other")
+    states = nap_states(network, naps, [i, j])
+    return verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout, attack=False)
+
+
+def _check_timeout(timeout: float, solver: str = "cbc") -> None:
+    """Check ``timeout`` (and ``solver``) as :class:`VerifyOptions` does, before any query runs."""
+    VerifyOptions(solver=solver, timeout=timeout)
+
+
+def _parallel(workers: int | None, address: str | None) -> bool:
+    return address is not None or (workers is not None and workers != 1)
+
+
 def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: np.ndarray | None = None,
                    upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0,
-                   per_competitor: bool = True) -> dict[int, list[VerificationResult] | VerificationResult]:
+                   per_competitor: bool = True, *, workers: int | None = None,
+                   address: str | None = None) -> dict[int, list[VerificationResult] | VerificationResult]:
     """NAP robustness: every input of the box (default: the unit box [0, 1]^n) that follows NAP_c is
     classified c.
 
@@ -637,48 +675,48 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
             ``timeout``); otherwise one query per class. The queries of one class share one
             :class:`verify.bounds.BoxBounds`: CROWN bounds computed once per class (outside the queries'
             timeouts) and LP-tightened bounds computed by the first query that needs them, then reused.
+        workers, address: run the classes in parallel on Ray, one task per class
+            (:func:`verify.distributed.nap_robustness_parallel`): ``address`` joins a cluster, else a local
+            one with ``workers`` CPUs is started. Default (``workers`` 1 or ``None``, no address): here.
 
     Returns:
         Per class, the list of per-competitor results (or one result).
-    """
-    from verify.bounds import BoxBounds
 
+    Example:
+        >>> nap_robustness(net, naps, timeout=30)[3][0].status                # doctest: +SKIP
+        'verified'
+        >>> nap_robustness(net, naps, timeout=30, workers=2)[3][0].status     # doctest: +SKIP
+        'verified'
+    """
+    if _parallel(workers, address):
+        from verify.distributed import nap_robustness_parallel
+
+        return nap_robustness_parallel(network, naps, classes, lower, upper, solver, timeout, per_competitor,
+                                       workers=workers, address=address)
     lo, hi = _domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
-    out: dict[int, Any] = {}
-    for c in classes:
-        states = nap_states(network, naps, [c])
-        if per_competitor:
-            # one set of bounds (CROWN, then LP tightening once) for the class's box and NAP, shared by its
-            # competitor queries
-            shared = BoxBounds(network, lo, hi, states)
-            out[c] = [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
-                             solver=solver, timeout=timeout, attack=False, bounds=shared)
-                      for j in range(network.n_outputs) if j != c]
-        else:
-            out[c] = verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,
-                            timeout=timeout, attack=False)
-    return out
+    return {c: _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor) for c in classes}
 
 
 def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None, lower: np.ndarray | None = None,
-                  upper: np.ndarray | None = None, solver: str = "cbc",
-                  timeout: float = 60.0) -> dict[tuple[int, int], VerificationResult]:
+                  upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0, *,
+                  workers: int | None = None,
+                  address: str | None = None) -> dict[tuple[int, int], VerificationResult]:
     """NAP non-ambiguity: no input of the box follows both NAP_i and NAP_j. ``verified`` = non-ambiguous;
     ``falsified`` comes with an input that follows both. Pairs with a neuron active in one NAP and inactive
-    in the other are decided without a solver (method ``"nap-conflict"``).
+    in the other are decided without a solver (method ``"nap-conflict"``). ``workers``/``address``: one Ray
+    task per remaining pair (:func:`verify.distributed.nap_ambiguity_parallel`), as in :func:`nap_robustness`.
+
+    Example:
+        >>> nap_ambiguity(net, naps, timeout=30, workers=2)[(0, 1)].method     # doctest: +SKIP
+        'nap-conflict'
     """
+    if _parallel(workers, address):
+        from verify.distributed import nap_ambiguity_parallel
+
+        return nap_ambiguity_parallel(network, naps, pairs, lower, upper, solver, timeout, workers=workers,
+                                      address=address)
     lo, hi = _domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
-    disjoint = naps.disjoint_pairs()
-    out = {}
-    for i, j in pairs:
-        if bool(disjoint[i, j]):
-            out[(i, j)] = VerificationResult("verified", "nap-conflict", solver=solver,
-                                             message="a neuron is active in one NAP and inactive in the other")
-            continue
-        states = nap_states(network, naps, [i, j])
-        out[(i, j)] = verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout,
-                             attack=False)
-    return out
+    return {(i, j): _nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout) for i, j in pairs}

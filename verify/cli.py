@@ -3,11 +3,19 @@
 Example:
     neurospec verify --onnx mnist-net_256x2.onnx --vnnlib prop_0_0.03.vnnlib --timeout 120 --out result.txt
     neurospec verify-batch ../shared/data/vnncomp2021/mnistfc/mnistfc_instances.csv --out results.csv
+    neurospec verify-batch ../shared/data/vnncomp2021/mnistfc/mnistfc_instances.csv --out results.csv --workers 2
+    neurospec verify-batch instances.csv --out results.csv --ray HEAD:6379      # a cluster of `ray start`
+    neurospec certify --model mnist-256x2 --data mnist --eps 0.02 0.05 --limit 100 --timeout 30 --out cert.csv
 
 ``verify-batch`` checks everything before it runs an instance (every row of the instances CSV, that ``--out``
 can be written and, if it exists, is a results CSV), writes each row as soon as its instance finishes
 (:meth:`probe.core.resultsfile.ResultsFile.append`: locked, atomic, safe with several runs on one file), and
-on SIGINT/SIGTERM exits with 128 + the signal's number and one line saying how to resume.
+on SIGINT/SIGTERM exits with 128 + the signal's number and one line saying how to resume. With
+``--workers N`` (N > 1) or ``--ray ADDRESS`` each instance is a Ray task (:mod:`verify.distributed`); this
+process still writes every row, as each task finishes, and a signal cancels the tasks still running.
+
+``certify`` (:func:`verify.certify.certify`) reports clean, PGD and verified accuracy per eps, and writes one
+row per image and eps as images finish (resumable, ``--workers``/``--ray`` as above).
 """
 
 from __future__ import annotations
@@ -130,6 +138,7 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
     from verify.result import VerificationResult
 
     scale = _seconds("--timeout-scale", args.timeout_scale)
+    parallel = _parallel(args)  # checks --workers, and that Ray can be imported when it is needed
     if args.limit is not None and args.limit < 0:
         raise InvalidParameterError(f"--limit must be a number of instances >= 0; got {args.limit}")
     instances = Path(args.instances)
@@ -160,6 +169,8 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
               + (f"wrote {out} with the header only" if created else f"{out} left as it was"))
         return 0
 
+    if parallel:
+        return _verify_batch_parallel(args, todo, start, results, root, scale, selected)
     cache: dict = {}
     finished = 0
     state = {"armed": True, "signum": None}
@@ -201,9 +212,92 @@ def _cmd_verify_batch(args: argparse.Namespace) -> int:
             return 128 + signum
         finally:
             bar.close()
+    _print_summary(results, out)
+    return 0
+
+
+def _print_summary(results, out: Path) -> None:
     rows = results.rows()
     counts = Counter(r["result"] for r in rows)
     print(f"{len(rows)} instances in {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _parallel(args: argparse.Namespace) -> bool:
+    """Whether ``--workers``/``--ray`` ask for Ray (checked: workers >= 1, Ray importable)."""
+    from probe.core.cluster import check_reachable, check_workers, import_ray
+
+    check_workers(args.workers)
+    if args.ray is None and (args.workers or 1) == 1:
+        return False
+    import_ray()
+    if args.ray is not None:
+        check_reachable(args.ray)
+    return True
+
+
+def _verify_batch_parallel(args: argparse.Namespace, todo: list, start: dict, results, root: Path, scale: float,
+                           selected: list) -> int:
+    """The instances of ``verify-batch`` as Ray tasks (``--workers N`` / ``--ray ADDRESS``): each row is
+    written by this process as soon as its task finishes; SIGINT/SIGTERM cancel the outstanding tasks."""
+    from probe.core.cluster import run_tasks, session
+    from verify.distributed import BatchJob, failure_row, run_batch_job
+
+    out = Path(args.out)
+    root = root.resolve()
+    jobs = [BatchJob(i.onnx, i.vnnlib, str(root), i.timeout * scale, args.solver) for i in todo]
+    done = {"n": 0}
+
+    def write(job: BatchJob, row: dict[str, str]) -> None:
+        results.append(row)
+        done["n"] += 1
+
+    def still_open(job: BatchJob) -> bool:  # another process may have finished it meanwhile
+        return results.by_key().get(job.key) == start.get(job.key)
+
+    state = {"armed": True, "signum": None}
+    with _stopping_on_signals(state):
+        try:
+            with session(args.ray, args.workers) as cluster:
+                run_tasks(run_batch_job, jobs, cluster=cluster, on_result=write,
+                          on_failure=lambda job, failure: write(job, failure_row(job, failure)),
+                          should_run=still_open, timeout_per_task=None if not jobs else
+                          2 * max(j.limit for j in jobs) + 60, desc="verify", verbose=not args.quiet)
+        except (_Stop, KeyboardInterrupt) as err:
+            state["armed"] = False
+            signum = err.signum if isinstance(err, _Stop) else getattr(err, "signum", signal.SIGINT)
+            rows = results.by_key()
+            finished = sum(i.key in rows for i in selected)
+            print(f"interrupted by {signal.Signals(signum).name}: {done['n']} instance(s) finished in this run, "
+                  f"{finished} of the {len(selected)} selected are in {out}; run the same command again to resume "
+                  "(finished rows are skipped)", file=sys.stderr)
+            return 128 + signum
+    _print_summary(results, out)
+    return 0
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    from probe.data import load
+    from verify.certify import _check_eps, _check_seconds, certify, load_network, results_file
+
+    # every argument is checked before the model is loaded or an image runs
+    _check_eps(args.eps)
+    _check_seconds("--timeout", args.timeout)
+    if args.limit is not None and args.limit < 1:
+        raise InvalidParameterError(f"--limit must be a number of images >= 1; got {args.limit}")
+    _parallel(args)
+    check_output(args.out)
+    results_file(args.out).check()
+    if args.onnx is not None and not Path(args.onnx).is_file():
+        from probe.core.errors import OnnxFileNotFoundError
+
+        raise OnnxFileNotFoundError(f"ONNX file {args.onnx!r} does not exist")
+    data = load(args.data, "test", root=args.root)
+    network, name = load_network(onnx=args.onnx, model=args.model, input_shape=data.shape, root=args.root)
+    report = certify(network, data, args.eps, limit=args.limit, timeout=args.timeout, solver=args.solver,
+                     out=args.out, workers=args.workers, address=args.ray, redo_timeouts=args.redo_timeouts,
+                     model_name=name, verbose=not args.quiet)
+    print(report)
+    print(f"per-image rows: {args.out}")
     return 0
 
 
@@ -231,5 +325,33 @@ def add_commands(sub) -> None:
     batch.add_argument("--limit", type=int, default=None, help="only the first N instances")
     batch.add_argument("--redo-timeouts", action="store_true", help="run again the rows whose result is timeout")
     batch.add_argument("--redo-errors", action="store_true", help="run again the rows whose result is error")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="run N instances at once, as Ray tasks on a local cluster of N CPUs (default: 1, one "
+                            "process, no Ray); with --ray, at most N at once (default: every CPU of that cluster)")
+    batch.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="join the Ray cluster at HOST:PORT (`ray start --head` there) instead of starting one "
+                            "on this machine; the instances' files must exist at the same paths on every machine")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_cmd_verify_batch)
+
+    cert = sub.add_parser("certify", help="certified robust accuracy of a classifier on a test set (clean, PGD, "
+                                          "verified) at one or more eps (resumable)")
+    which = cert.add_mutually_exclusive_group(required=True)
+    which.add_argument("--onnx", default=None, help="an ONNX network")
+    which.add_argument("--model", default=None, help="a model of the zoo by name (e.g. mnist-256x2, mnist-mlp)")
+    cert.add_argument("--data", required=True, choices=["mnist", "cifar10"], help="the test set (pixels in [0, 1])")
+    cert.add_argument("--eps", type=float, nargs="+", required=True, help="L-inf radii, e.g. --eps 0.02 0.05")
+    cert.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    cert.add_argument("--timeout", type=float, default=60.0, help="seconds per image and eps (attack included)")
+    cert.add_argument("--out", required=True,
+                      help="results CSV, one row per image and eps, written as images finish; rows already "
+                           "there are skipped (run the same command again to resume)")
+    cert.add_argument("--solver", default="cbc", choices=SOLVERS)
+    cert.add_argument("--workers", type=int, default=None,
+                      help="images at once, as Ray tasks on a local cluster of N CPUs (default: 1, one process, no "
+                           "Ray); with --ray, at most N at once (default: every CPU of that cluster)")
+    cert.add_argument("--ray", default=None, metavar="ADDRESS", help="join the Ray cluster at HOST:PORT")
+    cert.add_argument("--redo-timeouts", action="store_true", help="run again the rows whose result is timeout")
+    cert.add_argument("--root", default=None, help="the data root (default: $NEUROSPEC_DATA or ../shared/data)")
+    cert.add_argument("--quiet", action="store_true")
+    cert.set_defaults(func=_cmd_certify)

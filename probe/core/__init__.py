@@ -7,6 +7,8 @@
 - :mod:`probe.core.device`: resolving a ``device`` argument;
 - :mod:`probe.core.training`: the learning-rate schedule and optimizer checkpoints shared by the training
   loops.
+- :mod:`probe.core.cluster`: independent tasks in parallel on a Ray cluster (``connect``, ``session``,
+  ``run_tasks``), each result handed back as soon as it finishes.
 
 Example:
     >>> from probe.core.errors import NeurospecError, DataNotFoundError

@@ -13,6 +13,8 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
+    "ClusterUnreachableError",
     "CorruptDataError",
     "DataError",
     "DataNotFoundError",
@@ -23,6 +25,8 @@ __all__ = [
     "OnnxError",
     "OnnxFileNotFoundError",
     "OutputPathError",
+    "RayNotInstalledError",
+    "TaskFailedError",
     "UnsupportedOperatorError",
 ]
 
@@ -71,3 +75,20 @@ class OnnxFileNotFoundError(OnnxError, FileNotFoundError):
 class OutputPathError(NeurospecError, OSError):
     """An output path cannot be written (read-only folder, a folder where a file is wanted, or the reverse).
     Raised before any computation starts, so no work is lost."""
+
+
+class ClusterError(NeurospecError, RuntimeError):
+    """A Ray cluster cannot be started, joined or used (see :mod:`probe.core.cluster`)."""
+
+
+class ClusterUnreachableError(ClusterError, ConnectionError):
+    """The address of a Ray cluster does not answer (nothing listens there, or it is not a Ray head)."""
+
+
+class RayNotInstalledError(ClusterError, ImportError):
+    """Parallel work on Ray was asked for, but the ``ray`` package cannot be imported."""
+
+
+class TaskFailedError(ClusterError):
+    """A parallel task could not finish: its worker process died more often than the retries allow, or it
+    ran past its time limit (when the caller did not ask to record such failures instead)."""
