@@ -65,7 +65,7 @@ def test_page_is_self_contained():
     srcs = re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in page and "https://" not in page
-    assert not plt.get_fignums()  # figure() closed it
+    assert fig.number not in plt.get_fignums()  # figure() closed it
 
 
 def test_long_tables_are_capped_and_say_so():
