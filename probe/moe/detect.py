@@ -12,8 +12,10 @@ Definitions (one FFN layer with d_ff neurons, post-activations h, pre-activation
   (networkx co-activation graph, spectral embedding, balanced assignment). The balanced assignment is an
   exact min-cost transportation solve (see :func:`balanced_assignment`).
 * **activation mass**: a neuron's mass on a token is ``max(h, 0)``. For ReLU this is h; for GELU/SiLU the
-  small negative outputs (>= -0.17 for GELU) carry no mass. An expert's score under the **oracle** router is
-  the sum of its neurons' mass.
+  small negative outputs (>= -0.17 for GELU) carry no mass. **Gated** FFNs (``h = act(gate) * up``, LLaMA /
+  SmolLM2 / Gemma) use ``|h|``: the sign comes from the up projection and is as large either way; a neuron
+  *fires* when its gate is open (``z > 0``, z the gate's pre-activation), and ``"weights"`` clusters the gate
+  and up rows side by side. An expert's score under the **oracle** router is the sum of its neurons' mass.
 * **routers** (scores per expert; the top-k experts are kept): ``"oracle"`` (mass above), ``"avg_k"``
   (EMoE's gate: x . mean of the expert's keys = mean over its neurons of z - b_in; no new parameters),
   ``"similarity"`` (x . centroid of the L2-normalised keys = mean of (z - b_in) / ||W_in row||).
@@ -218,6 +220,7 @@ class _Gate:
         m = site.d_ff // self.n_experts
         onehot = F.one_hot(self.labels, self.n_experts).to(torch.float32)
         self.onehot = onehot
+        self.mass = site.mass
         self.b_in = site.b_in.detach().float()
         if router == "avg_k":
             self.weight = onehot / m
@@ -234,7 +237,7 @@ class _Gate:
 
     def scores(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if self.router == "oracle":
-            return h.float().clamp_min(0) @ self.onehot
+            return self.mass(h.float()) @ self.onehot
         return (z.float() - self.b_in) @ self.weight
 
     def select(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -345,6 +348,8 @@ class ExpertFFN:
     Attributes:
         w_in: (E, m, d_in); b_in: (E, m); w_out: (E, d_out, m); b_out: (d_out,); neurons: (E, m) int64.
         act: activation function name.
+        w_up, b_up: gated FFNs only, the up projection (E, m, d_in), (E, m); ``w_in``/``b_in`` are then the
+            gate's and a neuron computes ``act(gate) * up``.
     """
 
     w_in: torch.Tensor
@@ -353,6 +358,8 @@ class ExpertFFN:
     b_out: torch.Tensor
     neurons: torch.Tensor
     act: str
+    w_up: torch.Tensor | None = None
+    b_up: torch.Tensor | None = None
 
     @property
     def n_experts(self) -> int:
@@ -370,6 +377,35 @@ class ExpertFFN:
         w_out[:, order] = self.w_out.permute(1, 0, 2).reshape(-1, e * m)
         return w_in, b_in, w_out, self.b_out.clone()
 
+    def merge_up(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated FFNs: the dense up projection ``(W_up (d_ff, d_in), b_up)`` in the original neuron order.
+
+        Raises:
+            ModelError: the FFN is not gated.
+        """
+        if self.w_up is None or self.b_up is None:
+            raise ModelError("merge_up() needs a gated FFN (h = act(gate) * up); this one has no up projection")
+        e, m, d_in = self.w_up.shape
+        order = self.neurons.reshape(-1)
+        w_up = torch.empty(e * m, d_in, dtype=self.w_up.dtype)
+        b_up = torch.empty(e * m, dtype=self.b_up.dtype)
+        w_up[order] = self.w_up.reshape(e * m, d_in)
+        b_up[order] = self.b_up.reshape(-1)
+        return w_up, b_up
+
+    def _h(self, x: torch.Tensor, e: torch.Tensor | None = None) -> torch.Tensor:
+        """Neuron activations: (n, E, m) for all experts, or (n, m) of expert ``e[i]`` for row i."""
+        act = _ACT_FNS[self.act]
+        if e is None:
+            h = act(torch.einsum("emd,nd->nem", self.w_in, x) + self.b_in)
+            if self.w_up is not None and self.b_up is not None:
+                h = h * (torch.einsum("emd,nd->nem", self.w_up, x) + self.b_up)
+            return h
+        h = act(torch.einsum("nmd,nd->nm", self.w_in[e], x) + self.b_in[e])
+        if self.w_up is not None and self.b_up is not None:
+            h = h * (torch.einsum("nmd,nd->nm", self.w_up[e], x) + self.b_up[e])
+        return h
+
     def forward(self, x: torch.Tensor, top_k: int, router: str = "avg_k") -> torch.Tensor:
         """The FFN output computing only the ``top_k`` experts chosen per input row by ``router``.
 
@@ -378,10 +414,9 @@ class ExpertFFN:
         """
         _check_top_k(top_k, self.n_experts)
         check_choice("router", router, ROUTERS)
-        act = _ACT_FNS[self.act]
-        z = torch.einsum("emd,nd->nem", self.w_in, x) + self.b_in  # (n, E, m)
         if router == "oracle":
-            scores = act(z).clamp_min(0).sum(-1)
+            h_all = self._h(x)  # (n, E, m)
+            scores = (h_all.abs() if self.w_up is not None else h_all.clamp_min(0)).sum(-1)
         else:
             keys = self.w_in if router == "avg_k" else self.w_in / self.w_in.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             scores = torch.einsum("emd,nd->ne", keys, x) / self.w_in.shape[1]
@@ -389,8 +424,7 @@ class ExpertFFN:
         out = self.b_out.expand(len(x), -1).clone()
         for slot in range(top_k):
             e = top[:, slot]
-            h = act(torch.einsum("nmd,nd->nm", self.w_in[e], x) + self.b_in[e])
-            out += torch.einsum("nom,nm->no", self.w_out[e], h)
+            out += torch.einsum("nom,nm->no", self.w_out[e], self._h(x, e))
         return out
 
 
@@ -406,8 +440,10 @@ def to_experts(model: nn.Module, layer: str | int, labels: Any) -> ExpertFFN:
     (site,) = select_sites(model, [layer])
     labels, n_experts = _check_partition(site, labels)
     neurons = torch.argsort(labels, stable=True).reshape(n_experts, -1)
+    gated = site.w_up is not None and site.b_up is not None
     return ExpertFFN(site.w_in[neurons].clone(), site.b_in[neurons].clone(),
-                     site.w_out[:, neurons].permute(1, 0, 2).clone(), site.b_out.clone(), neurons, site.act)
+                     site.w_out[:, neurons].permute(1, 0, 2).clone(), site.b_out.clone(), neurons, site.act,
+                     site.w_up[neurons].clone() if gated else None, site.b_up[neurons].clone() if gated else None)
 
 
 # ------------------------------------------------------------------------------------------ capture
@@ -834,7 +870,8 @@ def _detect_capture(model: nn.Module, loader: Iterable[Any], sites: list[FFNSite
 @dataclass
 class _LayerData:
     """One layer's activations ``h`` split in halves: ``h_fit`` fits the partitions, ``h_ev`` / ``z_ev``
-    measure them; ``graph`` is the co-activation graph of the fit half."""
+    measure them (for gated sites the halves hold the mass ``|h|``); ``graph`` is the co-activation graph of
+    the fit half; ``sparsity`` the share of neurons not firing over all tokens."""
 
     site: FFNSite
     h: torch.Tensor
@@ -842,21 +879,25 @@ class _LayerData:
     h_ev: torch.Tensor
     z_ev: torch.Tensor
     graph: Any
+    sparsity: float
 
     @classmethod
     def split(cls, site: FFNSite, acts: FFNActivations, opts: DetectOptions) -> _LayerData:
         """The halves of ``site``'s captured activations (first half fits, second half measures)."""
         half = acts.n_tokens // 2
-        h = acts.h[site.name]
-        return cls(site, h, h[:half], h[half:], acts.z[site.name][half:],
-                   coactivation_graph(h[:half].numpy() > 0, opts.graph_knn))
+        h, z = acts.h[site.name], acts.z[site.name]
+        mass = site.mass(h) if site.gated else h  # ungated: the consumers take the positive part themselves
+        fires = site.fires(z, h)
+        return cls(site, h, mass[:half], mass[half:], z[half:],
+                   coactivation_graph(fires[:half].numpy(), opts.graph_knn),
+                   float(1.0 - fires.float().mean()))
 
 
 def _fit_partition(layer: _LayerData, meth: str, seed: int, opts: DetectOptions) -> torch.Tensor:
     """The partition of ``layer`` by ``meth`` fitted on the fit half (``"graph"`` reuses ``layer.graph``)."""
     if meth == "graph":
         return torch.from_numpy(graph_partition(layer.graph, opts.n_experts, seed))
-    return partition(meth, opts.n_experts, w_in=layer.site.w_in, activations=layer.h_fit, seed=seed,
+    return partition(meth, opts.n_experts, w_in=layer.site.keys(), activations=layer.h_fit, seed=seed,
                      graph_knn=opts.graph_knn)
 
 
@@ -907,7 +948,7 @@ def _layer_metrics(layer: _LayerData, opts: DetectOptions,
     the primary method's oracle top-k)``."""
     h = layer.h
     negative_share = float(h.clamp_max(0).abs().sum() / h.abs().sum().clamp_min(1e-30))
-    m: dict[str, Any] = {"sparsity": float((h <= 0).float().mean()), "negative_mass_share": negative_share,
+    m: dict[str, Any] = {"sparsity": layer.sparsity, "negative_mass_share": negative_share,
                          "coverage": {}, "load_entropy": {}, "modularity": {}, "routing_stability": {},
                          "partition_stability": {}}
     base = _random_baseline(layer, opts)
@@ -1001,7 +1042,7 @@ def _assemble_report(sites: list[FFNSite], n_tokens: int, fitted: _Fitted, task_
                 "graph_knn": opts.graph_knn, "fit_tokens": half, "eval_tokens": n_tokens - half,
                 "routers": list(opts.routers)}
     return MoEReport(list(opts.methods), opts.n_experts, opts.top_k, [s.name for s in sites],
-                     {s.name: s.d_ff for s in sites}, {s.name: s.act for s in sites}, fitted.partitions,
+                     {s.name: s.d_ff for s in sites}, {s.name: s.act_label for s in sites}, fitted.partitions,
                      fitted.metrics, fitted.coactivation, task_out, settings)
 
 

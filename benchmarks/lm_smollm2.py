@@ -1,0 +1,294 @@
+"""A real pretrained language model on a CPU, offline: SmolLM2-135M-Instruct (``probe.zoo.load("smollm2-135m")``).
+
+Parts (``--parts``, all by default):
+
+1. ``load``: dequantise time (from the cache entry's record), cached load time, greedy generation speed with
+   and without the key/value cache (and that both give the same tokens).
+2. ``corpus``: the topic corpus written by the model itself (``probe.data.lmtext.build_corpus``: 8 topics x 10
+   openings x ``--samples`` continuations of 40 tokens), cached; keyword-classifier agreement with the topics.
+3. ``moe``: ``probe.moe.detect`` on the gated SiLU MLPs of ``--moe-layers`` (64 experts of 24 neurons, top 25%):
+   coverage of each partitioner versus random partitions, and next-token accuracy on held-out text with only
+   25% / 50% of the experts of those layers active (parameter-free ``avg_k`` router).
+4. ``codebook``: codebooks (k=1, cosine) on ``blocks.L.hook_mlp_out`` of ``--cb-layers``, k-means initialised on
+   the training texts and trained briefly with the language-model loss (model frozen); held-out loss of the
+   model without codebooks, with k-means codes and after training; topic codes (the codes that fire on each
+   topic's keywords, by ``codebook.search_by_regex`` best code and ``codebook.rank_codes``); topic steering:
+   the top ``--force`` codes of each topic forced on (appended) at every position while sampling
+   continuations of 8 neutral prompts, share classified on-topic by the keyword classifier versus the same
+   sampling without forcing.
+
+Run (about 12-15 minutes on 2 busy CPU cores, one torch thread; the corpus adds ~4 min the first time):
+    .venv/bin/python benchmarks/lm_smollm2.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from _common import write_result
+
+import codebook
+from probe import moe, zoo
+from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic, topic_pattern
+from probe.zoo.lm import lm_cache_path
+
+WINDOW = 43  # every corpus text has at least this many tokens (prompt of 3-9 + 40 sampled)
+
+
+def log(msg: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
+
+
+@torch.no_grad()
+def lm_eval(model, tokens: torch.Tensor, batch: int = 16) -> dict[str, float]:
+    """Mean next-token cross-entropy and accuracy over ``tokens``."""
+    loss, correct, n = 0.0, 0, 0
+    for i in range(0, len(tokens), batch):
+        x = tokens[i:i + batch]
+        logits = model(x)[:, :-1].float()
+        tgt = x[:, 1:]
+        loss += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                        reduction="sum"))
+        correct += int((logits.argmax(-1) == tgt).sum())
+        n += tgt.numel()
+    return {"loss": loss / n, "accuracy": correct / n}
+
+
+def part_load(model, t0: float) -> tuple[list[dict], list[str]]:
+    info = json.loads((lm_cache_path("smollm2-135m") / "info.json").read_text())
+    t = time.perf_counter()
+    zoo.load("smollm2-135m")
+    load_s = time.perf_counter() - t
+    prompt = model.to_tokens("The capital of France is")
+    rows, same = [], None
+    outs = {}
+    for cached in (True, False):
+        t = time.perf_counter()
+        with torch.no_grad():
+            outs[cached] = model.generate(prompt, max_new_tokens=32, do_sample=False, use_past_kv_cache=cached,
+                                          verbose=False, return_type="tokens")
+        dt = time.perf_counter() - t
+        rows.append({"figure": f"greedy generation, 32 tokens, batch 1, {'with' if cached else 'without'} KV cache",
+                     "value": f"{32 / dt:.1f} tokens/s"})
+    same = torch.equal(outs[True], outs[False])
+    rows = [{"figure": "dequantise the GGUF file to float32 (first load, cached afterwards)",
+             "value": f"{info['dequantise_seconds']:.1f} s"},
+            {"figure": "load from the cache (safetensors) and wrap in a TransformerBridge", "value": f"{load_s:.1f} s"},
+            *rows,
+            {"figure": "cached and uncached greedy generation give the same tokens", "value": str(same)}]
+    text = model.tokenizer.decode(outs[True][0])
+    log(f"load: {rows}", t0)
+    return rows, [f"greedy continuation: {text!r}"]
+
+
+def part_moe(model, train, ev, layers: list[int], t0: float) -> tuple[list[dict], list[dict], list[str]]:
+    xt, _ = train.windows(WINDOW)
+    xe, _ = ev.windows(WINDOW)
+    fit = [xt[i:i + 16] for i in range(0, len(xt), 16)]
+    test = [xe[i:i + 16] for i in range(0, min(len(xe), 32), 16)]
+    t = time.perf_counter()
+    rep = moe.detect(model, fit, layers=layers, n_experts=64, method=["activations", "graph", "weights", "random"],
+                     routers=("avg_k",), fractions=(0.25, 0.5), eval_loader=test, max_tokens=4096, n_random=5,
+                     verbose=False)
+    secs = time.perf_counter() - t
+    rows = []
+    for layer in rep.layers:
+        m = rep.metrics[layer]
+        row = {"layer": layer, "sparsity (gate closed)": f"{m['sparsity']:.3f}",
+               "random": f"{rep.coverage(layer, 'random'):.3f} ± {m['random_coverage_std'][rep.top_k - 1]:.3f}"}
+        for meth in ("activations", "graph", "weights"):
+            row[meth] = f"{rep.coverage(layer, meth):.3f} ({rep.gain(layer, meth):+.1f})"
+        row["modularity (activations / random)"] = (f"{m['modularity']['activations']:.3f} / "
+                                                   f"{m['modularity']['random']:.3f}")
+        rows.append(row)
+    dense = rep.task["dense"]["accuracy"]
+    task_rows = []
+    for meth in ("activations", "graph", "weights", "random"):
+        vals = rep.task["curves"][meth]["avg_k"]
+        task_rows.append({"partition": meth, **{
+            f"{int(f * 100)}% of experts": f"{v['accuracy']:.3f} ({v['accuracy'] / dense:.1%} of dense)"
+            for f, v in zip(rep.task["fractions"], vals, strict=True)}})
+    notes = [f"MoE: layers {layers}, 64 experts x 24 neurons, top-16 (25%); {rep.settings['fit_tokens']} tokens fit "
+             f"the partitions, {rep.settings['eval_tokens']} measure coverage; next-token accuracy on "
+             f"{sum(t.numel() for t in test)} held-out tokens (dense {dense:.3f}); detect() took {secs:.0f} s"]
+    log(f"moe: {rows} {task_rows}", t0)
+    return rows, task_rows, notes
+
+
+def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    xt, _ = train.windows(WINDOW)
+    xe, _ = ev.windows(WINDOW)
+    ev_tokens = xe[: args.eval_texts]
+    base = lm_eval(model, ev_tokens)
+    log(f"base eval {base}", t0)
+    sites = [f"blocks.{L}.hook_mlp_out" for L in args.cb_layers]
+    cfg = codebook.CodebookConfig(n_codes=args.n_codes, k=1, commitment=0.25, dead_code_every=10)
+    cbs = codebook.attach(model, sites, cfg)
+    t = time.perf_counter()
+    init_texts = xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(1))[: args.init_texts]]
+    codebook.init_codebooks(model, cbs, [init_texts[i:i + 32] for i in range(0, len(init_texts), 32)])
+    init_s = time.perf_counter() - t
+    km = lm_eval(model, ev_tokens)
+    log(f"k-means init {init_s:.0f} s, eval {km}", t0)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(xt), generator=g)
+    batches = [xt[order[i:i + args.batch]] for i in range(0, len(xt) - args.batch + 1, args.batch)]
+    res = codebook.train(model, cbs, batches, codebook.TrainConfig(
+        steps=args.steps, lr_codebook=1e-3, freeze_model=True, lr_schedule="cosine", check_every=5),
+        verbose=False)
+    trained = lm_eval(model, ev_tokens)
+    log(f"trained {args.steps} steps in {res.seconds:.0f} s, eval {trained}", t0)
+    metrics = codebook.codebook_metrics(model, cbs, [ev_tokens])
+    dead = sum(m.dead_fraction for m in metrics.values()) / len(metrics)
+    loss_rows = [
+        {"model": "SmolLM2-135M (no codebooks)", "held-out loss": f"{base['loss']:.3f}",
+         "next-token accuracy": f"{base['accuracy']:.3f}"},
+        {"model": f"+ codebooks, k-means init ({init_s:.0f} s)", "held-out loss": f"{km['loss']:.3f}",
+         "next-token accuracy": f"{km['accuracy']:.3f}"},
+        {"model": f"+ codebooks, trained {args.steps} steps of {args.batch} x {WINDOW} tokens ({res.seconds:.0f} s)",
+         "held-out loss": f"{trained['loss']:.3f}", "next-token accuracy": f"{trained['accuracy']:.3f}"},
+    ]
+    # (a) keyword codes: the best code per topic for the tokens of its keywords (held-out), vs the best neuron
+    tok = model.tokenizer
+    names = ev.topic_names
+    codes_ev = codebook.collect_codes(model, ev_tokens, batch_size=32)
+    pieces_ev = [[tok.decode([int(i)]) for i in row] for row in ev_tokens.tolist()]
+    kw = torch.full(ev_tokens.shape, -1, dtype=torch.long)
+    for i, topic in enumerate(names):
+        kw = torch.where((codebook.regex_labels(pieces_ev, topic_pattern(topic)) > 0) & (kw < 0), i, kw)
+    search = codebook.search_by_labels(model, ev_tokens, kw, codes=codes_ev,
+                                       neuron_sites=[f"blocks.{L}.mlp.hook_post" for L in args.cb_layers])
+    code_rows = [{"topic": names[mt.label], "keyword tokens": mt.n_positions,
+                  "best code": f"{mt.site.split('.')[1]}/{mt.code}",
+                  "code P / R": f"{mt.precision:.2f} / {mt.recall:.2f}",
+                  "best MLP neuron, same recall: P": f"{mt.neuron_precision:.2f}"} for mt in search.matches]
+    summ = search.summary()
+    code_rows.append({"topic": "mean", "code P / R": f"{summ['average_precision']:.2f} / {summ['average_recall']:.2f}",
+                      "best MLP neuron, same recall: P": f"{summ['neuron_average_precision']:.2f}"})
+    log(f"keyword codes: {summ}", t0)
+    # (b) topic codes: codes that fire inside one topic's texts (sampled positions of the training texts),
+    # ranked by rank_codes; their held-out precision (share of their firings inside texts of that topic)
+    codes_tr = codebook.collect_codes(model, xt, batch_size=32)
+    cont_tr = torch.arange(WINDOW)[None, :] >= torch.tensor(train.prompt_lengths)[:, None]
+    cont_ev = torch.arange(WINDOW)[None, :] >= torch.tensor(ev.prompt_lengths[: len(ev_tokens)])[:, None]
+    _, yt = train.windows(WINDOW)
+    ye = ev.windows(WINDOW)[1][: len(ev_tokens)]
+    topic_codes = {}
+    for i, topic in enumerate(names):
+        ranked = codebook.rank_codes(model, xt, yt, i, mask=cont_tr, codes=codes_tr, n=args.force, min_hits=10)
+        topic_codes[topic] = ranked
+        hit = fired = 0
+        for st in ranked:
+            on = (codes_ev[st.site][..., st.group, :] == st.code).any(-1).cpu() & cont_ev
+            fired += int(on.sum())
+            hit += int((on & (ye == i)).sum())
+        for row in code_rows:
+            if row["topic"] == topic:
+                row[f"top {args.force} topic codes: train P"] = (
+                    f"{sum(st.precision for st in ranked) / max(1, len(ranked)):.2f}")
+                row["held-out P"] = f"{hit / fired:.2f}" if fired else "n/a"
+    if args.save:
+        codebook.save_codebooks(cbs, args.save)
+        Path(args.save, "topic_codes.json").write_text(json.dumps(
+            {tp: [[st.site, st.group, st.code] for st in r] for tp, r in topic_codes.items()}))
+    t = time.perf_counter()
+    steer = codebook.topic_steering(model, topic_codes, NEUTRAL_PROMPTS, on_topic, n_samples=args.steer_samples,
+                                    n_new=args.new_tokens, mode="append", repeat=args.repeat, seed=0)
+    steer_s = time.perf_counter() - t
+    steer_rows = [{"topic": tp, "steered on-topic": f"{steer.steered[tp]:.3f}",
+                   "baseline on-topic": f"{steer.baseline[tp]:.3f}", "codes forced": len(steer.codes[tp]),
+                   "example (steered)": steer.examples[tp][0][:90].replace("\n", " ").replace("|", "/")}
+                  for tp in steer.steered]
+    steer_rows.append({"topic": "mean", "steered on-topic": f"{steer.mean_steered:.3f}",
+                       "baseline on-topic": f"{steer.mean_baseline:.3f}"})
+    log(f"steering {steer_s:.0f} s: {steer.mean_steered:.3f} vs {steer.mean_baseline:.3f}", t0)
+    notes = [f"codebooks: {sites}, {args.n_codes} codes each, k=1, cosine, commitment 0.25, dead codes re-seeded "
+             f"every 10 steps; dead share on held-out text {dead:.2f}; k-means on {init_texts.numel()} tokens of "
+             f"{len(init_texts)} training texts, then trained on all {len(xt)}; held-out: {ev_tokens.numel()} tokens of {len(ev_tokens)} texts whose "
+             "openings are not in training",
+             f"steering: top {args.force} topic codes per topic by rank_codes (Wilson lower bound of the share of "
+             "a code's firings that fall inside texts of the topic, sampled positions of the training texts, >= 10 "
+             f"hits, precision >= 0.5) appended {args.repeat}x at every position; "
+             f"{len(NEUTRAL_PROMPTS)} neutral prompts x {args.steer_samples} samples x {args.new_tokens} new tokens "
+             f"per topic (temperature 0.8, top-p 0.95, KV cache); on-topic: keyword classifier "
+             f"(probe.data.lmtext.on_topic) on the continuation; {steer_s:.0f} s",
+             f"baseline continuations (codebooks attached, nothing forced): {steer.baseline_examples[:2]!r}"]
+    codebook.detach(model)
+    return loss_rows, code_rows, steer_rows, notes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["load", "corpus", "moe", "codebook"],
+                    choices=["load", "corpus", "moe", "codebook"])
+    ap.add_argument("--samples", type=int, default=4, help="continuations per corpus opening")
+    ap.add_argument("--moe-layers", type=int, nargs="+", default=[3, 15, 27])
+    ap.add_argument("--cb-layers", type=int, nargs="+", default=[3, 9, 15, 21])
+    ap.add_argument("--n-codes", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--init-texts", type=int, default=128, help="training texts the k-means runs on")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--eval-texts", type=int, default=64)
+    ap.add_argument("--force", type=int, default=16, help="codes forced per topic")
+    ap.add_argument("--repeat", type=int, default=1, help="times each forced code is appended")
+    ap.add_argument("--steer-samples", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--save", default="", help="folder for the trained codebooks and the topic codes")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    model = zoo.load("smollm2-135m")
+    log("model loaded", t0)
+    tables, notes = [], []
+    if "load" in args.parts:
+        rows, n = part_load(model, t0)
+        tables.append({"caption": "Loading and generation (CPU, one torch thread)", "columns": ["figure", "value"],
+                       "rows": rows})
+        notes += n
+    t = time.perf_counter()
+    corpus = build_corpus(model, n_samples=args.samples, max_new_tokens=40)
+    corpus_s = time.perf_counter() - t
+    train, ev = corpus.split(0.25)
+    if "corpus" in args.parts:
+        notes.append(f"corpus: {len(corpus)} model-written texts ({len(train)} train / {len(ev)} held-out by "
+                     f"opening), 8 topics; sampled in {corpus.settings['seconds']:.0f} s once, read from the cache "
+                     f"in {corpus_s:.1f} s; keyword classifier agrees with the opening's topic on "
+                     f"{corpus.agreement():.1%} of continuations")
+    if "moe" in args.parts:
+        rows, task_rows, n = part_moe(model, train, ev, args.moe_layers, t0)
+        tables.append({"caption": "Emergent experts in the gated SiLU MLPs: coverage at the top 25% of experts "
+                                  "(gain over random, points)",
+                       "columns": list(rows[0]), "rows": rows})
+        tables.append({"caption": "Next-token accuracy with only some experts active in those layers at once "
+                                  "(avg_k router)", "columns": list(task_rows[0]), "rows": task_rows})
+        notes += n
+    if "codebook" in args.parts:
+        loss_rows, code_rows, steer_rows, n = part_codebook(model, train, ev, args, t0)
+        tables.append({"caption": "Codebooks on MLP outputs: held-out next-token loss", "columns": list(loss_rows[0]),
+                       "rows": loss_rows})
+        tables.append({"caption": "Codes for each topic's keyword tokens (held-out; best code by F1 vs the best MLP "
+                                  "neuron of the same layers at the same recall) and the topic codes used for "
+                                  "steering", "columns": list(code_rows[0]), "rows": code_rows})
+        tables.append({"caption": "Topic steering: share of continuations on the topic",
+                       "columns": list(steer_rows[0]), "rows": steer_rows})
+        notes += n
+    total = time.perf_counter() - t0
+    notes.append(f"whole run {total / 60:.1f} min (parts {args.parts})")
+    log("done", t0)
+    if not args.no_write:
+        path = write_result("lm_smollm2", "python benchmarks/lm_smollm2.py " + " ".join(sys.argv[1:]), {
+            "title": "Real language model on a CPU: SmolLM2-135M-Instruct (offline)", "notes": notes,
+            "tables": tables, "settings": vars(args), "seconds": round(total, 1)})
+        log(f"wrote {path}", t0)
+
+
+if __name__ == "__main__":
+    main()

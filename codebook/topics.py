@@ -1,0 +1,289 @@
+"""Topic codes and topic steering in codebook language models: :func:`rank_codes`, :func:`topic_steering`.
+
+The paper's headline language result: codes that fire on a topic's words, forced on at every position,
+steer free generation toward that topic. :func:`rank_codes` ranks every code of every codebook by how
+precisely it marks one class of labelled positions (e.g. the tokens of a topic's keywords, from
+:func:`codebook.regex_labels`), and :func:`topic_steering` forces a list of codes per topic while sampling
+continuations of neutral prompts and measures the share the caller's classifier puts on the topic, against
+the same sampling without forcing.
+
+Example:
+    >>> from probe.data.lmtext import NEUTRAL_PROMPTS, on_topic               # doctest: +SKIP
+    >>> labels = regex_labels(pieces, r"\\b(?:football|soccer|goal)")          # doctest: +SKIP
+    >>> sports = rank_codes(model, tokens, labels, n=8)                         # doctest: +SKIP
+    >>> res = topic_steering(model, {"sports": sports}, NEUTRAL_PROMPTS, on_topic)   # doctest: +SKIP
+    >>> res.steered["sports"], res.baseline["sports"]                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from codebook.attach import get_codebooks
+from codebook.errors import CodebookConfigError
+from codebook.io import dataclass_from_dict, read_json
+from codebook.search import collect_codes
+from codebook.steer import force_codes, generate_with_codes
+from probe.core.artifacts import stamp, write_json
+from probe.core.errors import InvalidParameterError
+
+__all__ = ["CodeStat", "TopicSteeringResult", "rank_codes", "topic_steering"]
+
+
+@dataclass
+class CodeStat:
+    """How one code marks one class of positions.
+
+    Attributes:
+        site, group, code: the code (group = head for per-head codebooks).
+        hits: labelled positions of the class where it fires; ``fires``: all positions where it fires.
+        precision: ``hits / fires``; ``recall``: ``hits`` / positions of the class.
+        score: the Wilson lower bound (95%) of the precision, the ranking key (a code that fired 3 of 3
+            times ranks below one that fired 25 of 26 times).
+    """
+
+    site: str
+    group: int
+    code: int
+    hits: int
+    fires: int
+    precision: float
+    recall: float
+    score: float
+
+
+def _wilson_lower(hits: torch.Tensor, n: torch.Tensor, z: float = 1.96) -> torch.Tensor:
+    n = n.clamp(min=1)
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    margin = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
+
+
+def rank_codes(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, label: int = 0, *,
+               mask: torch.Tensor | None = None, sites: Sequence[str] | None = None, n: int = 10,
+               min_hits: int = 3, min_precision: float = 0.5, codes: Mapping[str, torch.Tensor] | None = None,
+               batch_size: int = 64) -> list[CodeStat]:
+    """The ``n`` codes that mark class ``label`` most precisely, over every codebook (and head).
+
+    A code *fires* at a position when it is among the ids selected there; codes with fewer than
+    ``min_hits`` hits or a precision below ``min_precision`` are left out; the rest are ranked by the Wilson
+    lower bound of their precision (:class:`CodeStat`).
+
+    Args:
+        model: a model with codebooks attached.
+        tokens: ``[batch, pos]`` inputs.
+        labels: ``[batch, pos]`` class ids (e.g. :func:`codebook.regex_labels`: 1 where a regex matches).
+        label: the class to rank codes for.
+        mask: ``[batch, pos]`` bool; ``False`` excludes a position.
+        sites: codebooks to search (default: all).
+        n: codes returned (at most).
+        min_hits, min_precision: the filters above.
+        codes: precomputed :func:`codebook.collect_codes` output for ``tokens`` (skips the forward pass).
+        batch_size: forward batch size.
+
+    Returns:
+        Up to ``n`` :class:`CodeStat`, best first.
+
+    Raises:
+        CodebookConfigError: no codebooks, labels/mask of another shape, or no position of class ``label``.
+
+    Example:
+        >>> stats = rank_codes(model, tokens, regex_labels(pieces, r"\\bfootball"), label=1)   # doctest: +SKIP
+        >>> [(s.site, s.code, round(s.precision, 2)) for s in stats[:2]]                       # doctest: +SKIP
+    """
+    cbs = get_codebooks(model)
+    if cbs is None:
+        raise CodebookConfigError("the model has no codebooks attached; call codebook.attach(model, ...) first")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.shape != tokens.shape:
+        raise CodebookConfigError(f"labels must have the shape of tokens {tuple(tokens.shape)}; "
+                                  f"got {tuple(labels.shape)}")
+    mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != tokens.shape:
+        raise CodebookConfigError(f"mask must have the shape of tokens {tuple(tokens.shape)}; got {tuple(mask.shape)}")
+    sites = list(cbs.sites) if sites is None else list(sites)
+    if codes is None:
+        codes = collect_codes(model, tokens, sites, batch_size)
+    m = mask.reshape(-1)
+    pos = (labels.reshape(-1) == label) & m
+    n_class = int(pos.sum())
+    if n_class == 0:
+        raise CodebookConfigError(f"no position of class {label} inside the mask")
+    out: list[CodeStat] = []
+    for s in sites:
+        ids = codes[s].cpu()
+        ids = ids.reshape(-1, ids.shape[-2], ids.shape[-1])  # [positions, groups, k]
+        layer = cbs[s]
+        for g in range(ids.shape[1]):
+            gid = ids[:, g]
+            valid = gid >= 0
+            fires = torch.zeros(layer.n_codes, dtype=torch.float64)
+            hits = torch.zeros(layer.n_codes, dtype=torch.float64)
+            sel = valid & m[:, None]
+            fires.index_add_(0, gid[sel], torch.ones(int(sel.sum()), dtype=torch.float64))
+            selp = valid & pos[:, None]
+            hits.index_add_(0, gid[selp], torch.ones(int(selp.sum()), dtype=torch.float64))
+            prec = hits / fires.clamp(min=1)
+            score = _wilson_lower(hits, fires)
+            keep = torch.nonzero((hits >= min_hits) & (prec >= min_precision)).reshape(-1)
+            for c in keep.tolist():
+                out.append(CodeStat(s, g, c, int(hits[c]), int(fires[c]), float(prec[c]),
+                                    float(hits[c] / n_class), float(score[c])))
+    out.sort(key=lambda st: (-st.score, -st.hits, st.site, st.group, st.code))
+    return out[:n]
+
+
+@dataclass
+class TopicSteeringResult:
+    """What :func:`topic_steering` measured.
+
+    Attributes:
+        steered, baseline: per topic, the share of steered / unsteered continuations on the topic.
+        codes: per topic, the forced codes as ``[site, group, code]``.
+        prompts: the neutral prompts; ``n_samples`` continuations of ``n_new`` tokens each.
+        mode, repeat: how the codes were forced (``force_codes`` mode; each id given ``repeat`` times).
+        examples: per topic, the first few steered continuations; ``baseline_examples``: unsteered ones.
+    """
+
+    steered: dict[str, float]
+    baseline: dict[str, float]
+    codes: dict[str, list[list[Any]]]
+    prompts: list[str]
+    n_samples: int
+    n_new: int
+    mode: str
+    repeat: int
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    baseline_examples: list[str] = field(default_factory=list)
+
+    @property
+    def mean_steered(self) -> float:
+        """Mean over topics of the steered on-topic share."""
+        return float(sum(self.steered.values()) / max(1, len(self.steered)))
+
+    @property
+    def mean_baseline(self) -> float:
+        """Mean over topics of the unsteered on-topic share."""
+        return float(sum(self.baseline.values()) / max(1, len(self.baseline)))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write version-stamped JSON; returns the path."""
+        return write_json(path, {**stamp("codebook-topic-steering"), **asdict(self)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TopicSteeringResult:
+        """Read a result written by :meth:`save`."""
+        return dataclass_from_dict(cls, read_json(path, "codebook-topic-steering"))
+
+
+def _as_code_list(codes: Sequence[Any]) -> list[tuple[str, int, int]]:
+    out = []
+    for c in codes:
+        if isinstance(c, CodeStat):
+            out.append((c.site, c.group, c.code))
+        elif len(c) == 2:
+            out.append((str(c[0]), -1, int(c[1])))
+        else:
+            out.append((str(c[0]), int(c[1]), int(c[2])))
+    return out
+
+
+@torch.no_grad()
+def _sample(model: nn.Module, prompts: Sequence[str], n_samples: int, n_new: int, temperature: float, top_p: float,
+            seed: int, kv_cache: bool) -> list[str]:
+    """``n_samples`` continuations (text after the prompt) of each prompt, seeded per prompt."""
+    tok = model.tokenizer
+    out: list[str] = []
+    for j, p in enumerate(prompts):
+        prompt = model.to_tokens(p, prepend_bos=False).expand(n_samples, -1)
+        if kv_cache:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1_000_003 + j)
+                toks = model.generate(prompt, max_new_tokens=n_new, do_sample=True, temperature=temperature,
+                                      top_p=top_p, stop_at_eos=False, use_past_kv_cache=True, verbose=False,
+                                      return_type="tokens")
+        else:
+            toks = generate_with_codes(model, prompt, n_new, temperature=temperature, seed=seed * 1_000_003 + j)
+        out += [tok.decode(row[prompt.shape[1]:]) for row in toks.tolist()]
+    return out
+
+
+def topic_steering(model: nn.Module, topic_codes: Mapping[str, Sequence[Any]], prompts: Sequence[str],
+                   on_topic: Callable[[str, str], bool], *, n_samples: int = 4, n_new: int = 24,
+                   mode: str = "append", repeat: int = 1, temperature: float = 0.8, top_p: float = 0.95,
+                   seed: int = 0, kv_cache: bool = True, n_examples: int = 3) -> TopicSteeringResult:
+    """Force each topic's codes at every position while sampling continuations of neutral prompts, and
+    measure the share that ``on_topic(text, topic)`` accepts, steered and unsteered (same seeds).
+
+    Generation uses the bridge's own sampler with its key/value cache (``kv_cache=True``; codebooks and
+    interventions act in every cached forward pass, each of which sees only the new token) or
+    :func:`codebook.generate_with_codes` (full forward passes, plain softmax sampling, no top-p). Prompts are
+    tokenised without BOS.
+
+    Args:
+        model: a TransformerLens bridge with a tokenizer and codebooks attached.
+        topic_codes: per topic, the codes to force: :class:`CodeStat` (from :func:`rank_codes`), or
+            ``(site, code)`` / ``(site, group, code)`` tuples (group ``-1``: all heads).
+        prompts: neutral openings.
+        on_topic: ``(continuation, topic) -> bool``, e.g. :func:`probe.data.lmtext.on_topic`.
+        n_samples: continuations per prompt; ``n_new``: tokens per continuation.
+        mode: ``"append"`` (add the codes to the selected ones) or ``"replace"``.
+        repeat: append mode: give each id this many times (its code vector counts ``repeat`` times).
+            Replace mode forces the first ``k`` codes of each site and ignores ``repeat``.
+        temperature, top_p, seed: sampling.
+        kv_cache: sample with the key/value cache (see above).
+        n_examples: steered continuations kept per topic.
+
+    Raises:
+        InvalidParameterError: bad sizes or mode, or a topic without codes.
+        CodebookConfigError: the model has no codebooks.
+
+    Example:
+        >>> res = topic_steering(model, {"sports": rank_codes(model, toks, labels)}, NEUTRAL_PROMPTS, on_topic)  # doctest: +SKIP
+        >>> res.steered, res.baseline                                                        # doctest: +SKIP
+    """
+    for name, value in (("n_samples", n_samples), ("n_new", n_new), ("repeat", repeat)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameterError(f"{name} must be an int >= 1; got {value!r}")
+    if mode not in ("append", "replace"):
+        raise InvalidParameterError(f"mode must be 'append' or 'replace'; got {mode!r}")
+    if not prompts:
+        raise InvalidParameterError("prompts is empty")
+    cbs = get_codebooks(model)
+    if cbs is None:
+        raise CodebookConfigError("the model has no codebooks attached; call codebook.attach(model, ...) first")
+    lists = {t: _as_code_list(cs) for t, cs in topic_codes.items()}
+    empty = [t for t, cs in lists.items() if not cs]
+    if empty:
+        raise InvalidParameterError(f"topics without codes: {empty}")
+    args = (list(prompts), n_samples, n_new, temperature, top_p, seed, kv_cache)
+    base = _sample(model, *args)
+    baseline = {t: sum(on_topic(c, t) for c in base) / len(base) for t in lists}
+    steered: dict[str, float] = {}
+    examples: dict[str, list[str]] = {}
+    for topic, cs in lists.items():
+        by_site: dict[tuple[str, int], list[int]] = {}
+        for site, group, code in cs:
+            by_site.setdefault((site, group), []).append(code)
+        with ExitStack() as stack:
+            for (site, group), ids in by_site.items():
+                if mode == "replace":  # the k selected slots of the site take the best ids
+                    ids = ids[: cbs[site].config.k]
+                else:
+                    ids = [i for i in ids for _ in range(repeat)]
+                stack.enter_context(force_codes(model, site, ids, groups=None if group < 0 else [group],
+                                                mode=mode))
+            outs = _sample(model, *args)
+        steered[topic] = sum(on_topic(c, topic) for c in outs) / len(outs)
+        examples[topic] = outs[:n_examples]
+    return TopicSteeringResult(steered, baseline, {t: [list(c) for c in cs] for t, cs in lists.items()},
+                               list(prompts), n_samples, n_new, mode, repeat, examples, base[:n_examples])
