@@ -206,7 +206,8 @@ def _sample(model: nn.Module, prompts: Sequence[str], n_samples: int, n_new: int
     for j, p in enumerate(prompts):
         prompt = model.to_tokens(p, prepend_bos=False).expand(n_samples, -1)
         if kv_cache:
-            with torch.random.fork_rng(devices=[]):
+            device = prompt.device
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(seed * 1_000_003 + j)
                 toks = model.generate(prompt, max_new_tokens=n_new, do_sample=True, temperature=temperature,
                                       top_p=top_p, stop_at_eos=False, use_past_kv_cache=True, verbose=False,

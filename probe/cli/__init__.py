@@ -41,6 +41,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "probe.cli.nap",
     "probe.cli.moe",
     "verify.cli",
+    "verify.experiment_cli",
     "probe.cli.complexity",
     "codebook.cli",
     "probe.cli.report",

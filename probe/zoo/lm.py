@@ -176,7 +176,10 @@ def _quiet_transformers(verbose: bool) -> Any:
 
     bars = hf_logging.is_progress_bar_enabled()
     level = hf_logging.get_verbosity()
-    gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    try:
+        gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # not needed to read the cached float32 entry
+        gguf_utils = None
     gguf_tqdm = getattr(gguf_utils, "tqdm", None)  # the GGUF reader's own bar ignores the switch above
     if not verbose:
         hf_logging.disable_progress_bar()
