@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--no-ambiguity", action="store_true")
     parser.add_argument("--eps-max", type=float, default=None)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--note", action="append", default=[], help="a note for the result file (repeatable)")
     parser.add_argument("--out", default=None, help="results folder (default /tmp/neurospec-runs/nap_study_<model>_<tag>)")
     args = parser.parse_args()
     name = f"nap_study_{args.model}{'_' + args.tag if args.tag else ''}"
@@ -72,7 +73,7 @@ def main() -> None:
              "Wall time of each invocation (mining, statistics, queries, report): "
              + "; ".join(f"`{r['command']}` {r['wall_s']:.0f} s" for r in runs)
              + f". Sum of all query times: {query_time:.0f} s.",
-             "Machine: 2 CPU cores shared with other jobs: times are upper bounds."]
+             "Machine: 2 CPU cores shared with other jobs: times are upper bounds.", *args.note]
     tables = [{"caption": "NAP robustness per delta (decided = verified + falsified)",
                "columns": list(study.robustness_summary()[0]), "rows": _rows(study.robustness_summary())},
               {"caption": "NAP robustness per class", "columns": list(study.robustness_table()[0]),

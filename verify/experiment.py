@@ -14,7 +14,10 @@ it on any ReLU network the toolkit loads (VNN-COMP ONNX networks, the reference 
 3. per delta, NAP robustness of every class against every competitor and non-ambiguity of every pair
    (:func:`verify.verify` on :func:`verify.properties.nap_robustness_spec` / ``nap_ambiguity_spec``, the
    queries of one class sharing one :class:`verify.bounds.BoxBounds`, exactly as
-   :func:`verify.nap_robustness` does); classes without a counted training sample are reported as empty;
+   :func:`verify.nap_robustness` does); classes without a counted training sample are reported as empty.
+   Before a query goes to the verifier, a test image that follows the NAP(s) and violates the property
+   (NAP precision below 1 often means one exists) answers it ``falsified`` (method ``"data"``), once it
+   re-checks exactly like the verifier's own counterexamples;
 4. NAP-augmented robustness: for ``images`` test images (correctly classified, following their class's
    NAP), the largest L-inf radius proven with and without the NAP as fixed ReLU states (doubling from
    ``eps_start``, then ``refine`` bisection steps; every step is one :func:`verify.verify` call);
@@ -226,8 +229,9 @@ class NAPStudy:
             >>> print(study.robustness_table())                              # doctest: +SKIP
         """
         rows = []
-        for delta in self.settings["deltas"]:
-            for c in self.settings["classes"]:
+        classes = sorted(set(self.settings["classes"]) | {q["class"] for q in self.select("robustness", engine)})
+        for delta in self._deltas():
+            for c in classes:
                 if c in self.empty_classes:
                     rows.append({"delta": delta, "class": c, "queries": 0, "verified": 0, "falsified": 0,
                                  "timeout": 0, "other": 0, "median s": float("nan"), "max s": float("nan"),
@@ -250,14 +254,15 @@ class NAPStudy:
         """
         rows = []
         for engine in self._engines():
-            for delta in self.settings["deltas"]:
+            for delta in self._deltas():
                 qs = self.select("robustness", engine, delta)
                 if qs:
                     c = _counts(qs)
                     rows.append({"engine": engine, "delta": delta, **c,
                                  "decided": c["verified"] + c["falsified"],
+                                 "falsified by data": sum(q["method"] == "data" for q in qs),
                                  "robust classes": sum(
-                                     1 for k in self.settings["classes"] if k not in self.empty_classes
+                                     1 for k in {q["class"] for q in qs} if k not in self.empty_classes
                                      and len([q for q in qs if q["class"] == k]) == self.naps.num_classes - 1
                                      and all(q["status"] == "verified" for q in qs if q["class"] == k))})
         return Table(rows, title="NAP robustness per delta")
@@ -270,7 +275,7 @@ class NAPStudy:
             >>> print(study.ambiguity_table())                               # doctest: +SKIP
         """
         rows = []
-        for delta in self.settings["deltas"]:
+        for delta in self._deltas():
             qs = self.select("ambiguity", _ENGINE, delta)
             if not qs:
                 continue
@@ -291,7 +296,7 @@ class NAPStudy:
             >>> print(study.marabou_table())                                 # doctest: +SKIP
         """
         rows = []
-        for delta in self.settings["deltas"]:
+        for delta in self._deltas():
             ours = {q["id"]: q for q in self.select("robustness", _ENGINE, delta)}
             theirs = {q["id"]: q for q in self.select("robustness", _MARABOU, delta)}
             common = [k for k in theirs if _twin(k) in ours]
@@ -347,6 +352,12 @@ class NAPStudy:
         return {"images": len(both), "mean without NAP": _mean(plain), "mean with NAP": _mean(nap),
                 "median without NAP": _median(plain), "median with NAP": _median(nap),
                 "images with a larger radius with NAP": sum(1 for a, b in zip(plain, nap, strict=True) if b > a)}
+
+    def _deltas(self) -> list[float]:
+        """The deltas of this run, then those of queries an earlier run of the same folder finished."""
+        extra = sorted({q["delta"] for q in self.queries if q["kind"] != "radius"} - set(self.settings["deltas"]),
+                       reverse=True)
+        return [*self.settings["deltas"], *extra]
 
     def _engines(self) -> list[str]:
         return [e for e in (_ENGINE, _MARABOU) if any(q["engine"] == e for q in self.queries)]
@@ -728,6 +739,7 @@ def nap_study(
     marabou: bool = False,
     classes: Sequence[int] | None = None,
     ambiguity: bool = True,
+    data_counterexamples: bool = True,
     radius_delta: float | None = None,
     eps_start: float | None = None,
     eps_max: float | None = None,
@@ -755,6 +767,10 @@ def nap_study(
         marabou: also run every NAP robustness query through Marabou (needs ``maraboupy``).
         classes: the classes studied (default: all); competitors are always every other class.
         ambiguity: run the non-ambiguity queries.
+        data_counterexamples: before a query goes to the verifier, look for a test image that follows the
+            NAP(s) and violates the property (NAP precision below 1 often means one exists); one that
+            re-checks answers the query ``falsified`` with method ``"data"`` in milliseconds. Marabou's
+            queries always go to Marabou.
         radius_delta: the NAP delta of the NAP-augmented robustness study (default 0.99 when studied, else
             the first delta).
         eps_start, eps_max: the radius search doubles eps from ``eps_start`` (default 1/255; CIFAR-10 0.5/255)
@@ -842,7 +858,7 @@ def nap_study(
         "model": description, "network": repr(net), "fingerprint": _fingerprint(net), "dataset": dataset_name,
         "train_samples": len(train), "test_samples": len(test), "only_correct": only_correct,
         "deltas": deltas, "classes": classes, "timeout": timeout, "solver": solver, "marabou": bool(marabou),
-        "ambiguity": bool(ambiguity), "images": images, "radius_delta": radius_delta, "eps_start": eps_start,
+        "ambiguity": bool(ambiguity), "data_counterexamples": bool(data_counterexamples), "images": images, "radius_delta": radius_delta, "eps_start": eps_start,
         "eps_max": eps_max, "refine": refine, "input_domain": [0.0, 1.0]}
 
     with _folder_lock(out):
@@ -895,6 +911,7 @@ class _Run:
         self.radius_images: list[dict[str, Any]] = []
         self.radius_skipped: dict[str, int] = {"misclassified": 0, "not following": 0}
         self._bounds: tuple[Any, Any] | None = None  # ((delta, class), BoxBounds) of the current class
+        self._follow_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- 1. mining -----------------------------------------------------------------------------------------
 
@@ -1003,9 +1020,12 @@ class _Run:
                 "timeout": self.settings["timeout"]}
         rid = _rid(_ENGINE, delta, c, j)
         if rid not in log:
-            shared, setup = self._shared_bounds(delta, c, states)
-            res = verify_property(self.net, spec, solver=self.settings["solver"], timeout=self.settings["timeout"],
-                                  attack=False, bounds=shared)
+            res = self._from_data(spec, delta, [c], lambda y: y[:, j] >= y[:, c], lambda y: y[:, j] - y[:, c])
+            setup = 0.0
+            if res is None:
+                shared, setup = self._shared_bounds(delta, c, states)
+                res = verify_property(self.net, spec, solver=self.settings["solver"],
+                                      timeout=self.settings["timeout"], attack=False, bounds=shared)
             log.add(_result_record(res, id=rid, engine=_ENGINE, **base, shared_bounds_seconds=round(setup, 4)))
         mid = _rid(_MARABOU, delta, c, j)
         if self.settings["marabou"] and mid not in log:
@@ -1024,9 +1044,47 @@ class _Run:
                                      message="a neuron is active in one NAP and inactive in the other")
         else:
             spec = nap_ambiguity_spec(self.lo, self.hi, self._states(delta, [i, j]), (i, j))
-            res = verify_property(self.net, spec, solver=self.settings["solver"], timeout=self.settings["timeout"],
-                                  attack=False)
+            res = self._from_data(spec, delta, [i, j], lambda y: np.ones(len(y), bool), lambda y: np.zeros(len(y)))
+            if res is None:
+                res = verify_property(self.net, spec, solver=self.settings["solver"],
+                                      timeout=self.settings["timeout"], attack=False)
         log.add(_result_record(res, **base))
+
+    def _followers(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per test image: which NAPs (at ``delta``) it follows ``(N, classes)`` and the network's float64
+        outputs ``(N, classes)``; computed once per delta."""
+        if delta not in self._follow_cache:
+            naps = self.naps.with_delta(delta)
+            follows, outputs = [], []
+            for start in range(0, len(self.test), self.batch_size):
+                x, _ = self.test.tensors(range(start, min(start + self.batch_size, len(self.test))))
+                follows.append(naps.follows(self.module, x).numpy())
+                outputs.append(self.net.forward(_flat(self.module, x)))
+            self._follow_cache = {delta: (np.concatenate(follows), np.concatenate(outputs))}
+        return self._follow_cache[delta]
+
+    def _from_data(self, spec: Spec, delta: float, classes: Sequence[int], violates: Any,
+                   margin: Any) -> VerificationResult | None:
+        """A counterexample among the test images, before any solver runs: an image that follows the NAPs
+        of ``classes`` and whose output violates the property (``violates(outputs)``; the deepest
+        violation by ``margin(outputs)`` first), re-checked like every counterexample of :func:`verify.verify`
+        (float64 network, torch, onnxruntime; states followed strictly). ``None`` when no image does."""
+        from verify.api import _confirm
+
+        if not self.settings["data_counterexamples"]:
+            return None
+        t0 = time.perf_counter()
+        follows, outputs = self._followers(delta)
+        hit = np.all(follows[:, list(classes)], axis=1) & violates(outputs)
+        for i in np.flatnonzero(hit)[np.argsort(-margin(outputs)[hit], kind="stable")][:5]:
+            x = _flat(self.module, self.test.tensors([int(i)])[0])[0]
+            cex = _confirm(self.net, spec, x)
+            if cex is not None:
+                return VerificationResult("falsified", "data", cex, solver=self.settings["solver"],
+                                          timings={"total": time.perf_counter() - t0},
+                                          message=f"test image {int(i)} follows the NAP(s) of {list(classes)} and "
+                                                  "violates the property")
+        return None
 
     # ---- 4. NAP-augmented robustness -----------------------------------------------------------------------
 

@@ -366,3 +366,28 @@ def test_command_line(model, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_test_images_that_break_a_nap_answer_its_query(model, tmp_path):
+    # NAPs mined with every label shifted by one: NAP_c is the pattern of images the model calls c - 1, so test
+    # images that follow NAP_c are classified c - 1: counterexamples of NAP robustness (c, c - 1) from the data
+    train, test = _data()
+    shifted = ImageDataset(train.images, (train.targets + 1) % 3, CLASSES, name="toy", split="train")
+    study = _study(model, tmp_path / "d", data=(shifted, test), only_correct=False, deltas=[0.9], images=0)
+    by_data = [q for q in study.select("robustness") if q["method"] == "data"]
+    assert by_data and all(q["status"] == "falsified" for q in by_data)
+    assert {(c, (c - 1) % 3) for c in range(3)} & {(q["class"], q["competitor"]) for q in by_data}
+    net = experiment.ReluNetwork.from_torch(model, (1, 4, 4))
+    naps = study.naps.with_delta(0.9)
+    for q in by_data:
+        x = np.asarray(q["counterexample"]["x"])
+        y = net.forward(x)
+        assert y[q["competitor"]] >= y[q["class"]]
+        assert bool(naps.follows(model, torch.tensor(x, dtype=torch.float32).view(1, 1, 4, 4))[0, q["class"]])
+    assert study.robustness_summary()[0]["falsified by data"] == len(by_data)
+    # without the data, the verifier answers the same queries the same way (or runs out of time)
+    alone = _study(model, tmp_path / "v", data=(shifted, test), only_correct=False, deltas=[0.9], images=0,
+                   data_counterexamples=False)
+    answers = {q["id"]: q for q in alone.select("robustness")}
+    assert all(answers[q["id"]]["status"] in ("falsified", "timeout") for q in by_data)
+    assert not any(q["method"] == "data" for q in alone.queries)
