@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.core.device import check_device
 from probe.core.errors import InvalidParameterError, ModelError
 from verify.errors import NetworkError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
@@ -76,6 +77,12 @@ class VerifyOptions:
         alpha_share: share of the time left after CROWN that alpha-CROWN may take; 0 skips it.
         bab_share: share of the time left after the quick MILP pass that branch and bound may take; 0 skips
             it; ``None``: 0.8, but 0 for properties with fixed ReLU states (see :meth:`bab_share_for`).
+        device: where branch and bound's bound engine runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        bab_memory: bytes the open branch and bound domains may take; a network whose first batch of domains
+            does not fit is refused before anything runs.
+
+    Each share is a fraction of the time left when its phase starts, so a share outside ``[0, 1]`` would
+    give a phase more than the time left (or less than none): it is refused.
 
     Raises:
         InvalidParameterError: non-positive (or non-numeric, or NaN) timeout.
@@ -102,12 +109,27 @@ class VerifyOptions:
     quick_cap: float = 3.0
     alpha_share: float = 0.1
     bab_share: float | None = None
+    device: str = "cpu"
+    bab_memory: int = 4 * 2**30
 
     def __post_init__(self) -> None:
         timeout = self.timeout
         if not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout:
             raise InvalidParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
         check_solver(self.solver)
+        for name in ("lp_share", "quick_share", "alpha_share", "bab_share"):
+            value = getattr(self, name)
+            if value is None and name == "bab_share":
+                continue
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InvalidParameterError(
+                    f"{name} must be a share of the time left between 0 and 1, got {value!r}: the phases' "
+                    f"shares split the timeout of {timeout} s and may not add up to more than it")
+        if not isinstance(self.quick_cap, (int, float)) or not self.quick_cap >= 0:
+            raise InvalidParameterError(f"quick_cap must be a number of seconds >= 0, got {self.quick_cap!r}")
+        check_device(self.device)
+        if not isinstance(self.bab_memory, int) or self.bab_memory <= 0:
+            raise InvalidParameterError(f"bab_memory must be a positive number of bytes, got {self.bab_memory!r}")
 
     def bab_share_for(self, spec: Spec) -> float:
         """``bab_share``, or when it is ``None`` its default for ``spec``: 0 for properties with fixed ReLU
@@ -283,6 +305,10 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
                        quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
                        bab_share=bab_share)
     _check_problem(network, spec)
+    if options.bab_share_for(spec) > 0:
+        from verify.bab import check_memory
+
+        check_memory(network, spec, options.bab_memory)
     t0 = time.perf_counter()
     ctx = VerifyContext(network, spec, options, bounds=bounds, t0=t0, deadline=t0 + float(options.timeout),
                         stats={"clauses": len(spec.unsafe)})
@@ -519,7 +545,7 @@ def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | N
             still.extend(order[n:])
             break
         out = bab_clause(network, spec, i, ctx.hidden, stop, solver=ctx.options.solver, fixed=spec.relu_states,
-                         check=check)
+                         check=check, device=ctx.options.device, memory=ctx.options.bab_memory)
         stats["bab"].append({"clause": i, "status": out.status, **out.stats})
         if out.status == "falsified":  # only after check() accepted the candidate
             ctx.timings["bab"] = time.perf_counter() - tbab

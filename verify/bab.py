@@ -1,28 +1,36 @@
-"""Branch and bound on ReLU states (BaB), with batched CROWN bounds, for clauses the bounds alone leave open.
+"""Branch and bound on ReLU states (BaB), on the batched bound engine, for clauses the bounds alone leave open.
 
 A *domain* is the input box with some unstable ReLUs split: forced active (``z >= 0``, so ``relu(z) = z``)
 or inactive (``z <= 0``, so ``relu(z) = 0``). Each domain keeps sound pre-activation bounds of every ReLU
 layer for the inputs of the box that follow its splits. The root starts from the tightest bounds of the
-whole box (:class:`verify.bounds.BoxBounds`: CROWN, alpha-CROWN, LP-tightened); a child inherits its parent's
-bounds, clips the split neuron's bound at 0, recomputes the layers after the split with CROWN
-back-substitution (the same relaxations as :mod:`verify.bounds`, batched over domains in torch float64) and
-intersects them with the parent's. Then:
+whole box (:class:`verify.bounds.BoxBounds`: CROWN, alpha-CROWN, LP-tightened); a child inherits its
+parent's bounds (the split neuron's clipped at 0), optionally recomputes the layers after the split
+(``intermediate``), and is bounded by the engine (:class:`verify.bounds.engine.Engine`), many domains at
+once, with alpha-CROWN slopes and beta-CROWN split multipliers searched for the batch. Then:
 
 * if a row of the unsafe clause ``A @ y <= b`` has a positive lower bound of ``A_r @ y - b_r``, or a layer's
   lower bound exceeds its upper bound (no input follows the splits), the domain is **pruned**;
-* the input minimising the clause's linear lower bound is run through the network: if its output lies in the
-  clause, it is a counterexample **candidate** (the caller re-checks it everywhere before any ``sat``);
-* otherwise the domain is split on the unstable neuron with the largest BaBSR-style score (its relaxation's
-  share of the bound) and both children are queued; domains with the lowest bounds are processed first, in
-  batches.
+* the input minimising the clause's linear lower bound (and a few PGD steps from it) is run through the
+  network: if its output lies in the clause, it is a counterexample **candidate** (the caller re-checks it
+  everywhere before any ``sat``);
+* otherwise the domain is split. The neuron: the BaBSR-style score (the relaxation's share of the bound)
+  ranks the unstable neurons, and with ``branching="fsb"`` (filtered smart branching) the top
+  :data:`FSB_CANDIDATES` are scored by the bounds their two children would get (one engine pass each,
+  with the parent's slopes) and the best is split. The domains with the lowest bounds are processed first,
+  in batches that grow (up to ``max_batch``) while a batch takes under :data:`BATCH_SECONDS`.
+
+The alpha/beta search takes at most ``iters`` Adam steps per batch (:data:`ROOT_ITERS` at the root), from
+CROWN's slopes and zero multipliers, keeps each domain's best values and stops early when the bounds stop
+rising; it runs in float32 (a heuristic: every slope in ``[0, 1]`` and multiplier ``>= 0`` is sound), and
+the bound is then recomputed in float64 with the rounding-error padding of the engine, so the search never
+affects soundness. Starting children from their parent's slopes and multipliers (warm start, as
+beta-CROWN does) was measured and dropped: on mnist-net_256x4 ``prop_0_0.03`` clause 5 it left 3,029
+domains unfinished after 20 s where the cold start verified with 257 (docs/decisions.md).
 
 A domain with no unstable neuron left is a linear region: an LP over the box and its sign constraints
 (:class:`verify.milp.MilpEncoding` with every state fixed, no binaries) decides it exactly.
 
-The clause is **verified** only when every domain is pruned or its LP is infeasible. Soundness rests on the
-bounds: float64, each lowered by an a-priori bound on its rounding error exactly as in
-:mod:`verify.bounds` (``(n + 2k + 8) * 2**-52`` times the summed magnitudes of the terms); a test checks the
-root bounds equal :func:`verify.bounds.crown_bounds` and the outcomes against brute-force oracles.
+The clause is **verified** only when every domain is pruned or its LP is infeasible.
 
 Example:
     >>> out = bab_clause(net, spec, 0, shared_bounds, deadline=time.perf_counter() + 30)  # doctest: +SKIP
@@ -34,27 +42,45 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
+from probe.core.device import check_device
+from probe.core.errors import InvalidParameterError
+from verify.bounds.engine import Engine, Relaxation, TorchNetwork, relax
+from verify.errors import ResourceLimitError
 from verify.properties import Spec
 
-__all__ = ["BabOutcome", "bab_clause"]
+__all__ = ["BabOutcome", "bab_clause", "check_memory", "domain_bytes"]
 
 logger = logging.getLogger(__name__)
 
-_EPS = float(np.finfo(np.float64).eps)
 #: Domains kept at most (see also MAX_DOMAIN_BYTES); beyond this the search stops with ``timeout``.
 MAX_DOMAINS = 400_000
-#: Memory the open domains may take (bounds and split signs, float64: 24 bytes per ReLU neuron; mnist
-#: 256x6 domains take 36 KiB, so about 116,000 of them fit).
+#: Memory the open domains may take (bounds float64 and split signs int8: 17 bytes per ReLU neuron; mnist
+#: 256x6 domains take 26 KiB). The batch being bounded takes more while its slopes and multipliers are
+#: searched (two float32 per neuron and clause row, for the batch and the branching candidates).
 MAX_DOMAIN_BYTES = 4 * 2**30
-#: Neurons split at once in a domain while the queue is too short to fill a batch (2**k children). 1: off;
-#: 4 made mnist 256x4 prop_5_0.03 slower (more domains for the same bounds).
+#: Neurons split at once in a domain while the queue is too short to fill a batch (2**k children). 1: off.
 MAX_SPLITS = 1
+#: Unstable neurons per domain that filtered smart branching scores by their children's bounds.
+FSB_CANDIDATES = 4
+#: A batch that takes less than this many seconds makes the next one twice as large (up to ``max_batch``).
+BATCH_SECONDS = 0.5
+#: Adam steps of the alpha search at the root (children start from their parent's values).
+ROOT_ITERS = 50
+#: Adam step size of the slopes at the root, and in children (warm-started from their parent's).
+ROOT_LR_ALPHA = 0.25
+LR_ALPHA = 0.1
+#: A child's search stops once its bound rose by less than this over a few steps.
+TOL = 1e-4
+#: intermediate="shallow": children of domains with fewer splits than this get intermediate bounds.
+SHALLOW = 12
+#: Branching rules.
+BRANCHING = ("fsb", "babsr")
 
 
 @dataclass
@@ -67,153 +93,37 @@ class BabOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class _TorchNet:
-    """float64 torch copies of the network's affine layers, with absolute values for the error terms."""
+def domain_bytes(net, rows: int) -> int:
+    """Bytes one domain takes while it is bounded: bounds (2 x float64), split signs (int8), slopes and
+    multipliers (2 x float32 per clause row) of every ReLU neuron (an open domain keeps only the first two).
 
-    def __init__(self, net) -> None:
-        self.W = [torch.as_tensor(np.asarray(w, dtype=np.float64)) for w in net.weights]
-        self.b = [torch.as_tensor(np.asarray(b, dtype=np.float64)) for b in net.biases]
-        self.absW = [w.abs() for w in self.W]
-        self.absb = [b.abs() for b in self.b]
-        self.sizes = [int(w.shape[0]) for w in self.W]
-        self.n_in = int(self.W[0].shape[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k in range(len(self.W) - 1):
-            x = torch.relu(x @ self.W[k].T + self.b[k])
-        return x @ self.W[-1].T + self.b[-1]
+    Example:
+        >>> domain_bytes(net_256x6, 1)                                   # doctest: +SKIP
+        38400
+    """
+    return (17 + 8 * int(rows)) * int(sum(net.relu_sizes))  # the slopes and multipliers while it is bounded
 
 
-def _relax(lo: torch.Tensor, up: torch.Tensor):
-    """CROWN relaxation of a batch of ReLU layers: slopes, upper intercept, |z| and max(up, 0)."""
-    unstable = (lo < 0) & (up > 0)
-    active = (lo >= 0).to(lo.dtype)
-    width = torch.where(unstable, up - lo, torch.ones_like(lo))
-    s_up = torch.where(unstable, up / width, active)
-    z_mag = torch.maximum(lo.abs(), up.abs())
-    t_up = torch.where(unstable, -up * lo / width + 8 * _EPS * z_mag, torch.zeros_like(lo))
-    s_low = torch.where(unstable, (up > -lo).to(lo.dtype), active)
-    return s_low, s_up, t_up, z_mag, up.clamp(min=0), unstable
+def check_memory(net, spec: Spec, memory: int = MAX_DOMAIN_BYTES, batch: int = 64) -> None:
+    """Refuse, before anything runs, a network whose first batch of domains (with the children that
+    filtered smart branching scores: ``2 * FSB_CANDIDATES`` per domain) does not fit in ``memory`` bytes.
 
+    Raises:
+        ResourceLimitError: it does not fit (the message gives both sizes and what to change).
 
-class _Backsub:
-    """Batched CROWN back-substitution over domains that share the input box."""
-
-    def __init__(self, tnet: _TorchNet, x_lo: np.ndarray, x_up: np.ndarray) -> None:
-        self.t = tnet
-        self.x_lo = torch.as_tensor(x_lo, dtype=torch.float64)
-        self.x_up = torch.as_tensor(x_up, dtype=torch.float64)
-        self.x_mag = torch.maximum(self.x_lo.abs(), self.x_up.abs())
-        self.size0 = self.x_mag @ tnet.absW[0].T + tnet.absb[0]  # |W_0| max|x| + |b_0|: terms of z_0
-
-    def lower(self, relax: list, k: int, coef: torch.Tensor, const: torch.Tensor, err: torch.Tensor,
-              width0: int, keep: int | None = None, alphas: list | None = None, betas: list | None = None,
-              signs: list | None = None):
-        """Sound lower bounds of ``coef @ relu(z_{k-1}) + const`` per domain and row: coef (B, R, n_{k-1}),
-        const and err (B, R) (err: magnitudes already rounded into coef/const). Returns the bounds (B, R),
-        the input that minimises the linear bound (B, R, n_in), and, for ReLU layers ``keep..``, the
-        coefficients their outputs had (B, R, n_j) (for branching scores).
-
-        ``alphas[j]`` (B, R, n_j): lower-relaxation slopes of the unstable neurons (any value in [0, 1] is
-        sound); ``betas[j]`` (B, R, n_j) >= 0 with ``signs[j]`` (B, n_j) in {-1, 0, 1}: Lagrange multipliers
-        of the split constraints ``sign * z_j >= 0`` (beta-CROWN): ``f >= f - beta * sign * z`` on the
-        domain, so any ``beta >= 0`` is sound."""
-        t = self.t
-        widest = max([t.n_in, *t.sizes[:k], coef.shape[-1], width0])
-        gamma = (widest + 2 * k + 8) * _EPS
-        kept = {}
-        for j in range(k - 1, -1, -1):
-            s_low, s_up, t_up, z_mag, _a_mag, unstable = relax[j]
-            if keep is not None and j >= keep:
-                kept[j] = coef
-            pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-            tu = t_up.unsqueeze(1)
-            const = const + (neg * tu).sum(-1)
-            err = err - (neg * tu).sum(-1)
-            if alphas is not None and alphas[j] is not None:
-                low_slope = torch.where(unstable.unsqueeze(1), alphas[j].clamp(0, 1), s_low.unsqueeze(1))
-            else:
-                low_slope = s_low.unsqueeze(1)
-            coef = pos * low_slope + neg * s_up.unsqueeze(1)
-            if betas is not None and betas[j] is not None:
-                coef = coef - betas[j].clamp(min=0) * signs[j].unsqueeze(1)
-            size_j = self.size0 if j == 0 else relax[j - 1][4] @ t.absW[j].T + t.absb[j]
-            err = err + (coef.abs() * (z_mag + size_j).unsqueeze(1)).sum(-1)
-            const = const + coef @ t.b[j]
-            coef = coef @ t.W[j]
-        low = (coef.clamp(min=0) * self.x_lo).sum(-1) + (coef.clamp(max=0) * self.x_up).sum(-1) + const
-        err = err + (coef.abs() * self.x_mag).sum(-1) + const.abs()
-        x_star = torch.where(coef > 0, self.x_lo, self.x_up)
-        return low - gamma * err, x_star, kept
-
-
-def _layer_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], start: int) -> None:
-    """Recompute, in place, the bounds of ReLU layers ``start..`` of a batch of domains with CROWN and
-    intersect them with the stored ones."""
-    t = bs.t
-    n_relu = len(lo)
-    relax = [_relax(lo[j], up[j]) for j in range(n_relu)]
-    for m in range(max(start, 1), n_relu):
-        rows = torch.nonzero(((lo[m] < 0) & (up[m] > 0)).any(0)).reshape(-1)
-        if rows.numel() == 0:
-            continue
-        w, b = t.W[m][rows], t.b[m][rows]
-        B = lo[m].shape[0]
-        coef = torch.cat([w, -w], 0).expand(B, -1, -1)
-        const = torch.cat([b, -b], 0).expand(B, -1)
-        low, _, _ = bs.lower(relax, m, coef, const, torch.zeros_like(const), 0)
-        r = rows.numel()
-        new_lo = torch.maximum(lo[m][:, rows], low[:, :r])
-        new_up = torch.minimum(up[m][:, rows], -low[:, r:])
-        lo[m][:, rows] = new_lo
-        up[m][:, rows] = new_up
-        relax[m] = _relax(lo[m], up[m])
-
-
-def _clause_bounds(bs: _Backsub, lo: list[torch.Tensor], up: list[torch.Tensor], a_mat: np.ndarray,
-                   b_vec: np.ndarray, signs: list[torch.Tensor] | None = None, iters: int = 0, lr: float = 0.1):
-    """Lower bounds of ``A @ y - b`` per domain (B, R), the minimising inputs, and the branching scores
-    (B, n_j) per ReLU layer. With ``iters > 0``, the relaxation slopes (alpha) and the split multipliers
-    (beta, where ``signs`` mark split neurons) are first optimised by ``iters`` Adam steps of gradient
-    ascent on the bound; the returned bound is then recomputed soundly with the slopes and multipliers
-    found (every value in their range is sound)."""
-    t = bs.t
-    relax = [_relax(lo[j], up[j]) for j in range(len(lo))]
-    A = torch.as_tensor(a_mat, dtype=torch.float64)
-    bb = torch.as_tensor(b_vec, dtype=torch.float64)
-    B, R = lo[0].shape[0], A.shape[0]
-    coef = (A @ t.W[-1]).expand(B, -1, -1)
-    const = (A @ t.b[-1] - bb).expand(B, -1)
-    a_mag = relax[-1][4]  # (B, n_last)
-    err0 = (a_mag @ (A.abs() @ t.absW[-1]).T) + (A.abs() @ t.absb[-1] + bb.abs())
-    width0 = int(t.W[-1].shape[0])
-    alphas = betas = None
-    if iters > 0:
-        alphas = [r[0].unsqueeze(1).expand(B, R, -1).clone().requires_grad_(True) for r in relax]
-        params = list(alphas)
-        if signs is not None:
-            betas = [torch.zeros(B, R, s.shape[1], dtype=torch.float64, requires_grad=True) for s in signs]
-            params += betas
-        opt = torch.optim.Adam(params, lr=lr)
-        with torch.enable_grad():
-            for _ in range(iters):
-                low, _, _ = bs.lower(relax, len(lo), coef, const, err0, width0, alphas=alphas, betas=betas,
-                                     signs=signs)
-                opt.zero_grad()
-                (-low.sum()).backward()
-                opt.step()
-        alphas = [a.detach() for a in alphas]
-        betas = None if betas is None else [b_.detach() for b_ in betas]
-    low, x_star, kept = bs.lower(relax, len(lo), coef, const, err0, width0, keep=0, alphas=alphas, betas=betas,
-                                 signs=signs)
-    scores = []
-    for j in range(len(lo)):
-        c = kept[j]  # (B, R, n_j): coefficient of relu(z_j) in the bound
-        _, _, t_up, _, _, unstable = relax[j]
-        gain = (c.clamp(max=0).neg() * t_up.unsqueeze(1)).sum(1)
-        gain = gain + 1e-3 * (c.clamp(min=0) * torch.minimum(up[j], -lo[j]).clamp(min=0).unsqueeze(1)).sum(1)
-        scores.append(torch.where(unstable, gain + 1e-12, torch.full_like(gain, -1.0)))
-    return low, x_star, scores
+    Example:
+        >>> check_memory(net, spec, memory=2**20)                        # doctest: +SKIP
+        Traceback (most recent call last):
+        verify.errors.ResourceLimitError: ...
+    """
+    rows = max([1, *(int(a.shape[0]) for a, _ in spec.unsafe)])
+    need = domain_bytes(net, rows) * batch * (1 + 2 * FSB_CANDIDATES)
+    if need > memory:
+        raise ResourceLimitError(
+            f"branch and bound needs {need / 2**20:.1f} MiB for its first batch of {batch} domains of this "
+            f"network ({sum(net.relu_sizes)} ReLU neurons, {rows} clause rows), more than the memory cap of "
+            f"{memory / 2**20:.1f} MiB; raise the cap (VerifyOptions(bab_memory=...)) or skip branch and bound "
+            "(bab_share=0)")
 
 
 def _lp_leaf(net, spec: Spec, index: int, lo: list[np.ndarray], up: list[np.ndarray], solver: str,
@@ -230,7 +140,8 @@ def _lp_leaf(net, spec: Spec, index: int, lo: list[np.ndarray], up: list[np.ndar
 def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndarray]], deadline: float,
                solver: str = "highs", batch: int = 64, check=None, iters: int = 10,
                fixed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
-               intermediate: bool = True, pgd_steps: int = 5) -> BabOutcome:
+               intermediate: bool = False, pgd_steps: int = 5, branching: str = "fsb",
+               max_batch: int = 1024, device: str = "cpu", memory: int = MAX_DOMAIN_BYTES) -> BabOutcome:
     """Branch and bound on ReLU splits for unsafe clause ``index`` of ``spec``.
 
     Args:
@@ -241,33 +152,53 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
         root: sound pre-activation bounds of every ReLU layer over the box (e.g. ``BoxBounds.best[:-1]``).
         deadline: ``time.perf_counter()`` value at which to stop with ``timeout``.
         solver: the LP solver for leaf domains.
-        batch: domains bounded at once.
+        batch: domains bounded at once in the first batch (it grows up to ``max_batch``).
         check: optional callable ``x -> bool`` that re-checks a candidate; a candidate it rejects does not
             stop the search.
-        iters: alpha/beta optimisation steps per batch (0: plain CROWN).
-        intermediate: also recompute the bounds of the layers after a split with CROWN (tighter big-M for
-            the layers below, but it costs a back-substitution of every unstable neuron to the input per
-            domain); without it, splits act through the beta multipliers and the clipped bounds.
-        pgd_steps: signed-gradient steps on the network from each domain's bound-minimising input (over the
-            whole box) when that input itself is not a counterexample; 0 skips them.
+        iters: alpha/beta Adam steps per batch at most (0: plain CROWN with beta 0).
         fixed: the property's fixed ReLU states ``{layer: (active, inactive)}`` (NAP properties): they are
             constraints of every domain, so they get beta multipliers like splits.
+        intermediate: also recompute the bounds of the layers after a split with CROWN (tighter, but a
+            back-substitution of every unstable neuron per domain); without it, splits act through the beta
+            multipliers and the clipped bounds, as in beta-CROWN.
+        pgd_steps: signed-gradient steps on the network from each domain's bound-minimising input (over the
+            whole box) when that input itself is not a counterexample; 0 skips them.
+        branching: ``"fsb"`` (filtered smart branching) or ``"babsr"``.
+        max_batch: the largest batch.
+        device: where the engine runs (``"cpu"``, ``"cuda"``).
+        memory: bytes the open domains may take (the search stops with ``timeout`` when they would take
+            more; a network whose first batch does not fit is refused).
 
     Returns:
         A :class:`BabOutcome`.
+
+    Raises:
+        InvalidParameterError: an unknown ``branching``, a batch size below 1, or a device that is not
+            available.
+        ResourceLimitError: the first batch of domains does not fit in ``memory``.
     """
     from verify.bounds import one_torch_thread
 
+    if branching not in BRANCHING:
+        raise InvalidParameterError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    if not (isinstance(batch, int) and isinstance(max_batch, int) and 1 <= batch <= max_batch):
+        raise InvalidParameterError(f"batch and max_batch must be integers with 1 <= batch <= max_batch, got "
+                                    f"{batch!r} and {max_batch!r}")
+    dev = check_device(device)
+    check_memory(net, Spec(spec.lower, spec.upper, [spec.unsafe[index]]), memory, batch)
     with one_torch_thread(), torch.no_grad():
-        return _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed or {}, intermediate,
-                    pgd_steps)
+        run = _Search(net, spec, index, deadline, solver, check, iters, intermediate, pgd_steps, branching,
+                      batch, max_batch, dev, memory)
+        return run.run(root, fixed or {})
 
 
 @dataclass
 class _Queue:
+    """Open domains (first dimension), per ReLU layer: bounds, split signs, slopes and multipliers."""
+
     lo: list[torch.Tensor]
     up: list[torch.Tensor]
-    sign: list[torch.Tensor]
+    sign: list[torch.Tensor]  # int8 in {-1, 0, 1}
     lb: torch.Tensor
     choice: torch.Tensor
     splittable: torch.Tensor
@@ -277,158 +208,285 @@ class _Queue:
         return int(self.lb.shape[0])
 
     def pick(self, rows: torch.Tensor) -> _Queue:
-        return _Queue([v[rows] for v in self.lo], [v[rows] for v in self.up], [v[rows] for v in self.sign],
-                      self.lb[rows], self.choice[rows], self.splittable[rows], self.depth[rows])
+        def sel(v):
+            return [t[rows] for t in v] if isinstance(v, list) else v[rows]
+
+        return _Queue(*(sel(getattr(self, f.name)) for f in fields(self)))
 
     def extend(self, other: _Queue) -> _Queue:
         def cat(a, b):
+            if isinstance(a, list):
+                return [torch.cat([x, y], 0) for x, y in zip(a, b, strict=True)]
             return torch.cat([a, b], 0)
 
-        return _Queue([cat(a, b) for a, b in zip(self.lo, other.lo, strict=True)],
-                      [cat(a, b) for a, b in zip(self.up, other.up, strict=True)],
-                      [cat(a, b) for a, b in zip(self.sign, other.sign, strict=True)],
-                      cat(self.lb, other.lb), cat(self.choice, other.choice),
-                      cat(self.splittable, other.splittable), cat(self.depth, other.depth))
+        return _Queue(*(cat(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
 
 
-def _bab(net, spec, index, root, deadline, solver, batch, check, iters, fixed, intermediate,
-         pgd_steps) -> BabOutcome:
-    a_mat, b_vec = spec.unsafe[index]
-    stats: dict[str, Any] = {"domains": 0, "splits": 0, "lps": 0, "max_depth": 0, "candidates_rejected": 0}
-    t0 = time.perf_counter()
+class _Search:
+    """One branch and bound run (see :func:`bab_clause`)."""
 
-    def done(status: str, x: np.ndarray | None = None, **extra) -> BabOutcome:
-        stats.update(extra, seconds=round(time.perf_counter() - t0, 3))
-        return BabOutcome(status, x, stats)
+    def __init__(self, net, spec, index, deadline, solver, check, iters, intermediate, pgd_steps, branching,
+                 batch, max_batch, device, memory) -> None:
+        self.net, self.spec, self.index, self.deadline = net, spec, index, deadline
+        self.solver, self.check, self.iters = solver, check, iters
+        self.intermediate, self.pgd_steps, self.branching = intermediate, pgd_steps, branching
+        self.batch, self.max_batch, self.memory = batch, max_batch, memory
+        self.stats: dict[str, Any] = {"domains": 0, "splits": 0, "lps": 0, "max_depth": 0,
+                                      "candidates_rejected": 0, "batches": 0, "alpha_steps": 0}
+        self.t0 = time.perf_counter()
+        a_mat, b_vec = spec.unsafe[index]
+        self.tnet = TorchNetwork.of(net, device)
+        self.eng = Engine(self.tnet, spec.lower, spec.upper)
+        self.dev = self.tnet.device
+        self.A = torch.as_tensor(np.asarray(a_mat, dtype=np.float64), device=self.dev)
+        self.bvec = torch.as_tensor(np.asarray(b_vec, dtype=np.float64), device=self.dev)
+        self.n_relu = len(net.relu_sizes)
+        self.offsets = np.cumsum([0, *net.relu_sizes])
 
-    if a_mat.size == 0:
-        return done("timeout", reason="clause with no rows")
-    tnet = _TorchNet(net)
-    bs = _Backsub(tnet, spec.lower, spec.upper)
-    n_relu = len(net.relu_sizes)
-    offsets = np.cumsum([0, *net.relu_sizes])
-    a_t, b_t = torch.as_tensor(a_mat), torch.as_tensor(b_vec)
+    def done(self, status: str, x: np.ndarray | None = None, **extra) -> BabOutcome:
+        elapsed = time.perf_counter() - self.t0
+        self.stats.update(extra, seconds=round(elapsed, 3),
+                          domains_per_second=round(self.stats["domains"] / max(elapsed, 1e-9), 1))
+        return BabOutcome(status, x, self.stats)
 
-    def bound(lo_b, up_b, sign_b, depth_b, parent_lb=None) -> tuple[_Queue, torch.Tensor, torch.Tensor]:
-        """Bound a batch; return it as a queue, the mask of domains still open, and the inputs to try."""
-        low, x_star, scores = _clause_bounds(bs, lo_b, up_b, a_mat, b_vec, sign_b, iters)
+    # ---- bounding ------------------------------------------------------------------------------------------
+
+    def _clause_inputs(self, rel: list[Relaxation], B: int):
+        t, A = self.tnet, self.A
+        coef = (A @ t.W[-1]).expand(B, -1, -1)
+        const = (A @ t.b[-1] - self.bvec).expand(B, -1)
+        err0 = rel[-1].a_mag @ (A.abs() @ t.absW[-1]).T + (A.abs() @ t.absb[-1] + self.bvec.abs())
+        return coef, const, err0, int(t.W[-1].shape[0])
+
+    def bound(self, lo, up, sign, iters: int, lr_alpha: float, tol: float):
+        """Optimise slopes/multipliers (warm start) and return the sound clause bounds (B, R), the
+        minimising inputs, branching scores, relaxations and the values found."""
+        B = lo[0].shape[0]
+        rel = [relax(lo[j], up[j]) for j in range(self.n_relu)]
+        coef, const, err0, width0 = self._clause_inputs(rel, B)
+        split = any(bool((s != 0).any()) for s in sign)
+        signs = [s.to(torch.float64) for s in sign] if split else None
+        al = be = None
+        if iters > 0:
+            al, be, steps = self.eng.optimise(rel, self.n_relu, coef, const, signs=signs, iters=iters,
+                                              lr_alpha=lr_alpha, deadline=self.deadline, tol=tol)
+            self.stats["alpha_steps"] += steps
+        low, x_star, kept = self.eng.lower(rel, self.n_relu, coef, const, err0, width0, keep=0, alphas=al,
+                                           betas=be, signs=signs)
+        scores = []
+        for j in range(self.n_relu):
+            c = kept[j]  # (B, R, n_j): the coefficient of relu(z_j) in the bound
+            r = rel[j]
+            gain = (c.clamp(max=0).neg() * r.t_up.unsqueeze(1)).sum(1)
+            gain = gain + 1e-3 * (c.clamp(min=0) * torch.minimum(up[j], -lo[j]).clamp(min=0).unsqueeze(1)).sum(1)
+            scores.append(torch.where(r.unstable, gain + 1e-12, torch.full_like(gain, -1.0)))
+        return low, x_star, torch.cat(scores, 1), rel, al, be, signs
+
+    def fsb(self, lo, up, rel, alphas, betas, signs, flat: torch.Tensor) -> torch.Tensor:
+        """Filtered smart branching: of the top candidates by score, the neuron whose worse child gets the
+        highest bound (one engine pass over both children of every candidate, the parent's slopes and
+        multipliers); ``(B, 1)`` flat neuron indices."""
+        B = flat.shape[0]
+        k = min(FSB_CANDIDATES, flat.shape[1])
+        top = flat.topk(k, dim=1)
+        cand = top.indices  # (B, k)
+        n = 2 * k  # child c of candidate i of domain p is row (i * 2 + c) * B + p
+        layer = torch.as_tensor(np.searchsorted(self.offsets, cand.cpu().numpy(), side="right") - 1,
+                                device=self.dev)
+        neuron = cand - torch.as_tensor(self.offsets, device=self.dev)[layer]
+        c_lo = [v.repeat(n, 1) for v in lo]
+        c_up = [v.repeat(n, 1) for v in up]
+        idx = torch.arange(B, device=self.dev)
+        for i in range(k):
+            for c in (0, 1):
+                rows = (i * 2 + c) * B + idx
+                for j in range(self.n_relu):
+                    sel = torch.nonzero(layer[:, i] == j).reshape(-1)
+                    if sel.numel() == 0:
+                        continue
+                    r_, col = rows[sel], neuron[sel, i]
+                    if c:
+                        c_lo[j][r_, col] = c_lo[j][r_, col].clamp(min=0)
+                    else:
+                        c_up[j][r_, col] = c_up[j][r_, col].clamp(max=0)
+        c_rel = [relax(c_lo[j], c_up[j]) for j in range(self.n_relu)]
+        coef, const, err0, width0 = self._clause_inputs(c_rel, n * B)
+        def rep(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+            return None if v is None else [t.repeat(n, 1, 1) for t in v]
+
+        sg = None if signs is None else [s.repeat(n, 1) for s in signs]
+        low, _, _ = self.eng.lower(c_rel, self.n_relu, coef, const, err0, width0, alphas=rep(alphas),
+                                   betas=rep(betas) if signs is not None else None, signs=sg)
+        child = low.max(1).values.view(k, 2, B).min(1).values.T  # (B, k): the worse child per candidate
+        child = torch.where(top.values >= 0, child, torch.full_like(child, -torch.inf))
+        best = child.argmax(1, keepdim=True)
+        return cand.gather(1, best)
+
+    def evaluate(self, lo, up, sign, depth, parent_lb=None, root: bool = False):
+        """Bound a batch; return it as a queue, the mask of domains still open, and the inputs to try. The
+        root gets a longer search from CROWN's slopes; children a short one from their parent's values."""
+        if root:
+            iters, lr, tol = (max(self.iters, ROOT_ITERS) if self.iters else 0), ROOT_LR_ALPHA, 0.0
+        else:
+            iters, lr, tol = self.iters, LR_ALPHA, TOL
+        low, x_star, flat, rel, al, be, signs = self.bound(lo, up, sign, iters, lr, tol)
         best = low.max(1)
         lb = best.values if parent_lb is None else torch.maximum(best.values, parent_lb)
         empty = torch.zeros_like(lb, dtype=torch.bool)
-        for j in range(n_relu):
-            empty |= (lo_b[j] > up_b[j]).any(1)
-        x_try = x_star[torch.arange(low.shape[0]), low.argmin(1)]
-        flat = torch.cat(scores, 1)
-        top = flat.topk(min(MAX_SPLITS, flat.shape[1]), dim=1)
-        q = _Queue(lo_b, up_b, sign_b, lb, top.indices, top.values[:, 0] >= 0, depth_b)
-        return q, ~((lb > 0) | empty), x_try
+        for j in range(self.n_relu):
+            empty |= (lo[j] > up[j]).any(1)
+        open_ = ~((lb > 0) | empty)
+        x_try = x_star[torch.arange(low.shape[0], device=self.dev), low.argmin(1)]
+        splittable = flat.max(1).values >= 0
+        choice = torch.zeros((low.shape[0], MAX_SPLITS), dtype=torch.long, device=self.dev)
+        live = torch.nonzero(open_ & splittable).reshape(-1)
+        if live.numel():
+            if self.branching == "fsb" and MAX_SPLITS == 1:
+                def sub(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+                    return None if v is None else [t[live] for t in v]
 
-    x_lo_t, x_up_t = bs.x_lo, bs.x_up
-    width = x_up_t - x_lo_t
+                choice[live] = self.fsb(sub(lo), sub(up), [r.pick(live) for r in rel], sub(al), sub(be),
+                                        sub(signs), flat[live])
+            else:
+                choice[live] = flat[live].topk(min(MAX_SPLITS, flat.shape[1]), dim=1).indices
+        q = _Queue(lo, up, sign, lb, choice, splittable, depth)
+        return q, open_, x_try
 
-    def candidate(xs: torch.Tensor) -> np.ndarray | None:
+    # ---- counterexamples -----------------------------------------------------------------------------------
+
+    def candidate(self, xs: torch.Tensor) -> np.ndarray | None:
         """Try the domains' bound-minimising inputs, then a few PGD steps from them, on the network."""
+        tnet, A, b = self.tnet, self.A, self.bvec
         y = tnet.forward(xs)
-        viol = ((y @ a_t.T - b_t) <= 0).all(1)
-        if not bool(viol.any()) and pgd_steps:
+        viol = ((y @ A.T - b) <= 0).all(1)
+        if not bool(viol.any()) and self.pgd_steps:
+            lo, up = self.eng.x_lo, self.eng.x_up
+            width = up - lo
             x = xs.clone()
-            for step in range(pgd_steps):
+            for step in range(self.pgd_steps):
                 with torch.enable_grad():
                     x.requires_grad_(True)
-                    loss = (tnet.forward(x) @ a_t.T - b_t).max(1).values
+                    loss = (tnet.forward(x) @ A.T - b).max(1).values
                     (grad,) = torch.autograd.grad(loss.sum(), x)
-                x = torch.minimum(torch.maximum(x.detach() - 0.1 * width * (1 - step / pgd_steps) * grad.sign(),
-                                                x_lo_t), x_up_t)
+                x = torch.minimum(torch.maximum(
+                    x.detach() - 0.1 * width * (1 - step / self.pgd_steps) * grad.sign(), lo), up)
             y = tnet.forward(x)
-            viol = ((y @ a_t.T - b_t) <= 0).all(1)
+            viol = ((y @ A.T - b) <= 0).all(1)
             xs = x
         for i in torch.nonzero(viol).reshape(-1).tolist():
-            x = xs[i].numpy().copy()
-            if check is None or check(x):
+            x = xs[i].cpu().numpy().copy()
+            if self.check is None or self.check(x):
                 return x
-            stats["candidates_rejected"] += 1
+            self.stats["candidates_rejected"] += 1
         return None
 
-    lo = [torch.as_tensor(np.asarray(lo_, dtype=np.float64)).reshape(1, -1).clone() for lo_, _ in root]
-    up = [torch.as_tensor(np.asarray(up_, dtype=np.float64)).reshape(1, -1).clone() for _, up_ in root]
-    sign = [torch.zeros_like(v) for v in lo]
-    for k, (act, ina) in fixed.items():
-        sign[k][0, torch.as_tensor(np.asarray(act, dtype=bool))] = 1.0
-        sign[k][0, torch.as_tensor(np.asarray(ina, dtype=bool))] = -1.0
-    queue, open_, x_try = bound(lo, up, sign, torch.zeros(1, dtype=torch.long))
-    stats["domains"] = 1
-    stats["root_bound"] = float(queue.lb[0])
-    x = candidate(x_try)
-    if x is not None:
-        return done("falsified", x)
-    queue = queue.pick(open_)
-    max_open = min(MAX_DOMAINS, MAX_DOMAIN_BYTES // (24 * int(offsets[-1]) or 1))
-    last_batch = time.perf_counter() - t0  # the root's bounding: a first estimate of a batch's cost
-    while len(queue):
-        # a batch that would end after the deadline is not started (on large networks one takes seconds)
-        if time.perf_counter() + last_batch > deadline:
-            return done("timeout", open=len(queue))
-        if len(queue) > max_open:
-            return done("timeout", open=len(queue), reason="domain limit")
-        # linear regions (no unstable neuron left): an exact LP each
-        if not bool(queue.splittable.all()):
-            for i in torch.nonzero(~queue.splittable).reshape(-1).tolist():
-                stats["lps"] += 1
-                left = deadline - time.perf_counter()
-                if left <= 0.05:
-                    return done("timeout", open=len(queue))
-                out = _lp_leaf(net, spec, index, [queue.lo[j][i].numpy() for j in range(n_relu)],
-                               [queue.up[j][i].numpy() for j in range(n_relu)], solver, left)
-                if out.status == "feasible":
-                    if check is None or check(out.x):
-                        return done("falsified", out.x)
-                    return done("timeout", open=len(queue), reason="a leaf LP candidate failed the re-check")
-                if out.status != "infeasible":
-                    return done("timeout", open=len(queue), reason=f"leaf LP {out.status}")
-            queue = queue.pick(queue.splittable)
-            continue
-        # the batch: the domains with the lowest bounds
-        t_batch = time.perf_counter()
-        take = min(batch, len(queue))
-        order = torch.argsort(queue.lb)
-        parents, queue = queue.pick(order[:take]), queue.pick(order[take:])
-        # few domains: split each on its top d neurons at once (2**d children), so batches stay full
-        d = int(min(MAX_SPLITS, parents.choice.shape[1], max(1, np.log2(max(1, batch // take)))))
+    # ---- the search ----------------------------------------------------------------------------------------
+
+    def root_queue(self, root, fixed):
+        dev = self.dev
+        lo = [torch.as_tensor(np.asarray(lo_, dtype=np.float64), device=dev).reshape(1, -1).clone()
+              for lo_, _ in root]
+        up = [torch.as_tensor(np.asarray(up_, dtype=np.float64), device=dev).reshape(1, -1).clone()
+              for _, up_ in root]
+        sign = [torch.zeros(v.shape, dtype=torch.int8, device=dev) for v in lo]
+        for k, (act, ina) in fixed.items():
+            sign[k][0, torch.as_tensor(np.asarray(act, dtype=bool), device=dev)] = 1
+            sign[k][0, torch.as_tensor(np.asarray(ina, dtype=bool), device=dev)] = -1
+        return self.evaluate(lo, up, sign, torch.zeros(1, dtype=torch.long, device=dev),
+                             root=True)
+
+    def leaves(self, queue: _Queue) -> tuple[BabOutcome | None, _Queue]:
+        """Decide the linear regions (no unstable neuron left) of the queue, an exact LP each."""
+        for i in torch.nonzero(~queue.splittable).reshape(-1).tolist():
+            self.stats["lps"] += 1
+            left = self.deadline - time.perf_counter()
+            if left <= 0.05:
+                return self.done("timeout", open=len(queue)), queue
+            out = _lp_leaf(self.net, self.spec, self.index, [queue.lo[j][i].cpu().numpy() for j in range(self.n_relu)],
+                           [queue.up[j][i].cpu().numpy() for j in range(self.n_relu)], self.solver, left)
+            if out.status == "feasible":
+                if self.check is None or self.check(out.x):
+                    return self.done("falsified", out.x), queue
+                return self.done("timeout", open=len(queue), reason="a leaf LP candidate failed the re-check"), queue
+            if out.status != "infeasible":
+                return self.done("timeout", open=len(queue), reason=f"leaf LP {out.status}"), queue
+        return None, queue.pick(queue.splittable)
+
+    def children(self, parents: _Queue) -> tuple[list, list, list, torch.Tensor, int]:
+        """The children of a batch of parents: each split on its chosen neuron(s)."""
+        take = len(parents)
+        d = int(min(MAX_SPLITS, parents.choice.shape[1], max(1, np.log2(max(1, self.batch // take)))))
         n_child = 2 ** d
         c_lo = [v.repeat(n_child, 1) for v in parents.lo]  # child c of parent p is row c * take + p
         c_up = [v.repeat(n_child, 1) for v in parents.up]
         c_sign = [v.repeat(n_child, 1) for v in parents.sign]
-        idx = torch.arange(take)
-        first = n_relu
+        idx = torch.arange(take, device=self.dev)
+        offsets = torch.as_tensor(self.offsets, device=self.dev)
+        first = self.n_relu
         for bit in range(d):
             flat_choice = parents.choice[:, bit]
-            layer = torch.as_tensor(np.searchsorted(offsets, flat_choice.numpy(), side="right") - 1)
-            neuron = flat_choice - torch.as_tensor(offsets)[layer]
+            layer = torch.as_tensor(np.searchsorted(self.offsets, flat_choice.cpu().numpy(), side="right") - 1,
+                                    device=self.dev)
+            neuron = flat_choice - offsets[layer]
             first = min(first, int(layer.min()))
             for c in range(n_child):
                 rows_c = c * take + idx
                 active = bool((c >> bit) & 1)
-                for j in range(n_relu):
+                for j in range(self.n_relu):
                     sel = torch.nonzero(layer == j).reshape(-1)
                     if sel.numel() == 0:
                         continue
                     rows, cols = rows_c[sel], neuron[sel]
                     if active:
                         c_lo[j][rows, cols] = c_lo[j][rows, cols].clamp(min=0)
-                        c_sign[j][rows, cols] = 1.0
+                        c_sign[j][rows, cols] = 1
                     else:
                         c_up[j][rows, cols] = c_up[j][rows, cols].clamp(max=0)
-                        c_sign[j][rows, cols] = -1.0
-        if intermediate:
-            _layer_bounds(bs, c_lo, c_up, first + 1)
-        depth = parents.depth.repeat(n_child) + d
-        children, open_, x_try = bound(c_lo, c_up, c_sign, depth, parents.lb.repeat(n_child))
-        stats["domains"] += n_child * take
-        stats["splits"] += d * take
-        stats["max_depth"] = max(stats["max_depth"], int(depth.max()))
-        x = candidate(x_try)
+                        c_sign[j][rows, cols] = -1
+        if self.intermediate is True or (self.intermediate == "shallow" and int(parents.depth.max()) < SHALLOW):
+            self.eng.layer_bounds(c_lo, c_up, first + 1)
+        self.stats["splits"] += d * take
+        return c_lo, c_up, c_sign, parents.depth.repeat(n_child) + d, n_child
+
+    def run(self, root, fixed) -> BabOutcome:
+        if self.A.numel() == 0:
+            return self.done("timeout", reason="clause with no rows")
+        queue, open_, x_try = self.root_queue(root, fixed)
+        self.stats["domains"] = 1
+        self.stats["root_bound"] = float(queue.lb[0])
+        x = self.candidate(x_try)
         if x is not None:
-            return done("falsified", x)
-        queue = queue.extend(children.pick(open_))
-        last_batch = time.perf_counter() - t_batch
-    return done("verified")
+            return self.done("falsified", x)
+        queue = queue.pick(open_)
+        per_domain = 17 * int(sum(self.net.relu_sizes)) or 1
+        max_open = min(MAX_DOMAINS, self.memory // per_domain)
+        last_batch = time.perf_counter() - self.t0  # the root's bounding: a first estimate of a batch's cost
+        while len(queue):
+            # a batch that would end after the deadline is not started (on large networks one takes seconds)
+            if time.perf_counter() + last_batch > self.deadline:
+                return self.done("timeout", open=len(queue))
+            if len(queue) > max_open:
+                return self.done("timeout", open=len(queue), reason="domain limit")
+            if not bool(queue.splittable.all()):
+                out, queue = self.leaves(queue)
+                if out is not None:
+                    return out
+                continue
+            t_batch = time.perf_counter()
+            take = min(self.batch, len(queue))
+            order = torch.argsort(queue.lb)
+            parents, queue = queue.pick(order[:take]), queue.pick(order[take:])
+            c_lo, c_up, c_sign, depth, n_child = self.children(parents)
+            kids, open_, x_try = self.evaluate(c_lo, c_up, c_sign, depth,
+                                               parents.lb.repeat(n_child))
+            self.stats["domains"] += n_child * take
+            self.stats["batches"] += 1
+            self.stats["max_depth"] = max(self.stats["max_depth"], int(depth.max()))
+            x = self.candidate(x_try)
+            if x is not None:
+                return self.done("falsified", x)
+            queue = queue.extend(kids.pick(open_))
+            last_batch = time.perf_counter() - t_batch
+            if last_batch < BATCH_SECONDS and take == self.batch:
+                self.batch = min(self.max_batch, 2 * self.batch)
+        return self.done("verified")

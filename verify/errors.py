@@ -23,6 +23,7 @@ __all__ = [
     "NetworkError",
     "OnnxError",
     "OnnxFileNotFoundError",
+    "ResourceLimitError",
     "SolverError",
     "SpecError",
     "UnsupportedOperatorError",
@@ -50,3 +51,8 @@ class NetworkError(VerifyError, ValueError):
 
 class SolverError(VerifyError, RuntimeError):
     """A requested MILP solver is unknown or not installed."""
+
+
+class ResourceLimitError(VerifyError, MemoryError):
+    """The problem does not fit the memory cap (e.g. one batch of branch and bound domains of a network this
+    large); raised before any work starts."""

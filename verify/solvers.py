@@ -36,7 +36,7 @@ import pulp
 
 from verify.errors import SolverError
 
-__all__ = ["SOLVERS", "SolveOutcome", "available_solvers", "check_solver", "solve", "solver_versions"]
+__all__ = ["SOLVERS", "SolveOutcome", "available_solvers", "check_solver", "silence_native_stdout", "solve", "solver_versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def solver_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _silence_native_stdout() -> Iterator[None]:
+def silence_native_stdout() -> Iterator[None]:
     """HiGHS prints a banner from C++ whenever a model is created, whatever its options; the library must
     stay quiet, so route file descriptor 1 to /dev/null meanwhile."""
     try:
@@ -144,7 +144,7 @@ def solve(prob: pulp.LpProblem, solver: str = "cbc", time_limit: float = 60.0, g
     backend = _make(solver, limit, gap_abs, threads)
     t0 = time.perf_counter()
     try:
-        quiet = _silence_native_stdout() if solver == "highs" else contextlib.nullcontext()
+        quiet = silence_native_stdout() if solver == "highs" else contextlib.nullcontext()
         with warnings.catch_warnings(), quiet:
             warnings.simplefilter("ignore")
             prob.solve(backend)

@@ -40,11 +40,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from verify.bounds.engine import EPS, ROW_CHUNK, Engine, Relaxation, TorchNetwork, relax
 from verify.errors import SpecError
 
 if TYPE_CHECKING:
@@ -59,9 +60,7 @@ Bound = tuple[np.ndarray, np.ndarray]
 #: ``{relu layer index: (active_mask, inactive_mask)}``; a mask may be ``None`` (no neuron forced).
 FixedStates = Mapping[int, tuple[np.ndarray | None, np.ndarray | None]]
 
-_EPS = float(np.finfo(np.float64).eps)
-#: Rows of a back-substitution processed at once (bounds memory on wide layers).
-ROW_CHUNK = 2048
+_EPS = EPS
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -69,7 +68,7 @@ ROW_CHUNK = 2048
 # --------------------------------------------------------------------------------------------------------
 
 
-def _box(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_box(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo = np.asarray(lower, dtype=np.float64).reshape(-1)
     up = np.asarray(upper, dtype=np.float64).reshape(-1)
     if lo.shape != (net.n_inputs,) or up.shape != (net.n_inputs,):
@@ -85,7 +84,7 @@ def _box(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray) -> tuple[np.nda
     return lo, up
 
 
-def _fixed(net: ReluNetwork, fixed: FixedStates | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def check_fixed(net: ReluNetwork, fixed: FixedStates | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if not fixed:
         return out
@@ -163,8 +162,8 @@ def interval_bounds(
         >>> [(round(float(l[0]), 9), round(float(u[0]), 9)) for l, u in bounds]  # widened by ~1e-15
         [(-1.0, 2.0), (-0.0, 2.0)]
     """
-    lo, up = _box(net, lower, upper)
-    states = _fixed(net, fixed)
+    lo, up = check_box(net, lower, upper)
+    states = check_fixed(net, fixed)
     bounds: list[Bound] = []
     n_relus = len(net.relu_sizes)
     for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
@@ -181,92 +180,37 @@ def interval_bounds(
 # --------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Relaxation:
-    """The linear bounds ``s_low * z <= relu(z) <= s_up * z + t_up`` of one ReLU layer for ``lo <= z <= up``,
-    with ``z_mag = max(|lo|, |up|)`` and ``a_mag = max(up, 0)`` (largest pre- and post-activation sizes)."""
-
-    s_low: np.ndarray
-    s_up: np.ndarray
-    t_up: np.ndarray
-    z_mag: np.ndarray
-    a_mag: np.ndarray
-    unstable: np.ndarray | None = None  # neurons with the triangle relaxation (any s_low in [0, 1] is sound)
+def _engine(net: ReluNetwork, x_lo: np.ndarray, x_up: np.ndarray) -> Engine:
+    """The bound engine on the box (batch of one domain), with the network's tensors made once per network."""
+    return Engine(TorchNetwork.of(net), x_lo, x_up)
 
 
-def _relaxation(
-    lo: np.ndarray, up: np.ndarray, act: np.ndarray | None, inact: np.ndarray | None
-) -> _Relaxation:
-    unstable = (lo < 0.0) & (up > 0.0)
-    active = lo >= 0.0
-    if act is not None:
-        active = active | act
-        unstable = unstable & ~act
-    if inact is not None:
-        active = active & ~inact
-        unstable = unstable & ~inact
-    width = np.where(unstable, up - lo, 1.0)
-    s_up = np.where(unstable, up / width, np.where(active, 1.0, 0.0))
-    z_mag = np.maximum(np.abs(lo), np.abs(up))
-    # The rounded slope and intercept can put the line below relu by a few ulps of max(|l|, |u|): lift it.
-    t_up = np.where(unstable, -up * lo / width + 8 * _EPS * z_mag, 0.0)
-    s_low = np.where(unstable, np.where(up > -lo, 1.0, 0.0), np.where(active, 1.0, 0.0))
-    return _Relaxation(s_low, s_up, t_up, z_mag, np.maximum(up, 0.0), unstable)
+def _t(v: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(v, dtype=np.float64))
+
+
+def _relaxation(lo: np.ndarray, up: np.ndarray, act: np.ndarray | None, inact: np.ndarray | None) -> Relaxation:
+    """The relaxation of one ReLU layer of a single domain (batch of one)."""
+    def mask(m: np.ndarray | None) -> torch.Tensor | None:
+        return None if m is None else torch.as_tensor(np.asarray(m, dtype=bool)).reshape(1, -1)
+
+    return relax(_t(lo).reshape(1, -1), _t(up).reshape(1, -1), mask(act), mask(inact))
 
 
 def _backsub_lower(
-    net: ReluNetwork,
-    relax: list[_Relaxation],
+    eng: Engine,
+    rel: list[Relaxation],
     k: int,
     a: np.ndarray,
     const: np.ndarray,
-    x_lo: np.ndarray,
-    x_up: np.ndarray,
     err0: np.ndarray | None = None,
     err0_width: int = 0,
-    alphas: list[np.ndarray | None] | None = None,
+    alphas: list[torch.Tensor | None] | None = None,
 ) -> np.ndarray:
-    """Sound lower bounds of ``a @ relu(z_{k-1}) + const`` (``a @ x + const`` for ``k = 0``), one per row of
-    ``a``, substituting the ReLU relaxations of layers ``k-1, ..., 0`` and then the input box.
-
-    Alongside, it sums the magnitudes of every rounded operation's terms (``|coef| |W_j| max|a_{j-1}|``,
-    ...); the bound is lowered by ``(n + 2k + 8) * eps`` times that sum (``n``: the widest inner dimension),
-    which exceeds the rounding error. ``err0`` adds the magnitudes of the terms of sums of ``err0_width``
-    terms already rounded into ``a`` and ``const`` (e.g. ``|C| |W_L| max|a|`` for ``a = C @ W_L``).
-
-    ``alphas``: optional per ReLU layer ``j`` an array ``(rows of a, n_j)`` of lower-relaxation slopes, one
-    set per row (alpha-CROWN); they are clipped to ``[0, 1]`` and used for the layer's unstable neurons only,
-    where ``s z <= relu(z)`` holds on ``[l, u]`` for every ``s`` in ``[0, 1]``: any values are sound."""
-    x_mag = np.maximum(np.abs(x_lo), np.abs(x_up))
-    widest = max([net.n_inputs, *net.relu_sizes[:k], a.shape[1], err0_width])
-    gamma = (widest + 2 * k + 8) * _EPS
-    # |W_j| max|a_{j-1}| + |b_j|: the size of the terms of z_j.
-    sizes = [
-        np.abs(net.weights[j]) @ (x_mag if j == 0 else relax[j - 1].a_mag) + np.abs(net.biases[j])
-        for j in range(k)
-    ]
-    out = np.empty(a.shape[0])
-    for start in range(0, a.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
-        coef, c = a[rows], const[rows].copy()
-        err = np.zeros(coef.shape[0]) if err0 is None else err0[rows].copy()
-        for j in range(k - 1, -1, -1):
-            r = relax[j]
-            s_low = r.s_low
-            if alphas is not None and alphas[j] is not None and r.unstable is not None:
-                s_low = np.where(r.unstable, np.clip(alphas[j][rows], 0.0, 1.0), r.s_low)
-            pos, neg = np.maximum(coef, 0.0), np.minimum(coef, 0.0)
-            c += neg @ r.t_up
-            err += -neg @ r.t_up
-            coef = pos * s_low + neg * r.s_up
-            abs_coef = np.abs(coef)
-            err += abs_coef @ r.z_mag + abs_coef @ sizes[j]
-            c += coef @ net.biases[j]
-            coef = coef @ net.weights[j]
-        low = np.maximum(coef, 0.0) @ x_lo + np.minimum(coef, 0.0) @ x_up + c
-        err += np.abs(coef) @ x_mag + np.abs(c)
-        out[rows] = low - gamma * err
-    return out
+    """Sound lower bounds of ``a @ relu(z_{k-1}) + const``, one per row of ``a``: the engine's
+    back-substitution (:meth:`verify.bounds.engine.Engine.lower`) on a batch of one domain."""
+    return eng.bound_linear(rel, _t(a), _t(const), k, None if err0 is None else _t(err0), err0_width,
+                            alphas).numpy()
 
 
 def _crown(
@@ -276,16 +220,17 @@ def _crown(
     states: dict[int, tuple[np.ndarray, np.ndarray]],
     n_layers: int,
     outer: list[Bound] | None = None,
-) -> tuple[list[Bound], list[_Relaxation]]:
+) -> tuple[list[Bound], list[Relaxation]]:
     """CROWN bounds of the first ``n_layers`` layers, and the relaxations of the ReLU layers among them.
 
     ``outer``: sound bounds to intersect with layer by layer, e.g. those without the forced ``states``
     (valid for the whole box, so for its inputs that follow the states too): the identity relaxation of a
     forced-active neuron forgets ``z >= 0`` in the back-substitution and can be looser on some neurons."""
     ibp = interval_bounds(net, x_lo, x_up, states)
+    eng = _engine(net, x_lo, x_up)
     n_relus = len(net.relu_sizes)
     bounds: list[Bound] = []
-    relax: list[_Relaxation] = []
+    rel: list[Relaxation] = []
     post_lo, post_up = x_lo, x_up
     for k in range(n_layers):
         w, b = net.weights[k], net.biases[k]
@@ -294,17 +239,17 @@ def _crown(
         lo, up = np.maximum(lo, ibp[k][0]), np.minimum(up, ibp[k][1])
         if k > 0:
             n = w.shape[0]
-            low = _backsub_lower(net, relax, k, np.vstack([w, -w]), np.concatenate([b, -b]), x_lo, x_up)
+            low = _backsub_lower(eng, rel, k, np.vstack([w, -w]), np.concatenate([b, -b]))
             lo, up = np.maximum(lo, low[:n]), np.minimum(up, -low[n:])
         if outer is not None:
             lo, up = np.maximum(lo, outer[k][0]), np.minimum(up, outer[k][1])
         if k < n_relus:
             lo, up = _clip(k, lo, up, states)
             act, inact = states.get(k, (None, None))
-            relax.append(_relaxation(lo, up, act, inact))
+            rel.append(_relaxation(lo, up, act, inact))
             post_lo, post_up = np.maximum(lo, 0.0), np.maximum(up, 0.0)
         bounds.append((lo, up))
-    return bounds, relax
+    return bounds, rel
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -316,8 +261,6 @@ def _crown(
 def one_torch_thread() -> Iterator[None]:
     """Run torch on one intra-op thread inside the block (restored after). The matrices of verification are
     small: extra threads mostly wait for each other, and on a busy machine they slow a step down tenfold."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -326,85 +269,38 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _optimise_alphas(
-    net: ReluNetwork,
-    relax: list[_Relaxation],
+def _alpha_lower(
+    eng: Engine,
+    rel: list[Relaxation],
     k: int,
     a: np.ndarray,
     const: np.ndarray,
-    x_lo: np.ndarray,
-    x_up: np.ndarray,
     iters: int,
     deadline: float | None,
-    lr: float = 0.25,
-) -> list[np.ndarray | None]:
-    """Lower-relaxation slopes per row of ``a`` that raise the back-substituted lower bounds of
-    ``a @ relu(z_{k-1}) + const`` (projected gradient ascent with Adam, torch autograd, from CROWN's slopes).
-
-    The optimisation needs no care for rounding: the slopes are then only *used* by the sound
-    :func:`_backsub_lower`, for which every slope in ``[0, 1]`` is valid."""
+    err0: np.ndarray | None = None,
+    err0_width: int = 0,
+) -> np.ndarray:
+    """Sound alpha-CROWN lower bounds of ``a @ relu(z_{k-1}) + const``, one per row: slopes per row
+    searched by the engine (:meth:`~verify.bounds.engine.Engine.optimise`, float32, ``iters`` Adam steps
+    from CROWN's slopes, stopping at ``deadline``), then the sound float64 bound with the slopes found
+    (every slope in ``[0, 1]`` is valid, so the result is sound however the search ends)."""
+    a_t, c_t = _t(a), _t(const)
+    e_t = None if err0 is None else _t(err0)
+    out = []
     with one_torch_thread():
-        return _optimise_alphas_impl(net, relax, k, a, const, x_lo, x_up, iters, deadline, lr)
+        for start in range(0, a_t.shape[0], ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            coef, c = a_t[rows].unsqueeze(0), c_t[rows].unsqueeze(0)
+            alphas = None
+            if k and iters > 0 and any(bool(r.unstable.any()) for r in rel[:k]):
+                alphas, _, _ = eng.optimise(rel, k, coef, c, iters=iters, lr_alpha=0.25, deadline=deadline)
+            low, _, _ = eng.lower(rel, k, coef, c, None if e_t is None else e_t[rows].unsqueeze(0), err0_width,
+                                  alphas=alphas)
+            out.append(low[0])
+    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def _optimise_alphas_impl(net, relax, k, a, const, x_lo, x_up, iters, deadline, lr):
-    import time
-
-    import torch
-
-    m = a.shape[0]
-
-    def f32(v: np.ndarray) -> torch.Tensor:  # float32 is ample for a heuristic search, and twice as fast
-        return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-
-    ws = [f32(net.weights[j]) for j in range(k)]
-    bs = [f32(net.biases[j]) for j in range(k)]
-    lo_t, up_t = f32(x_lo), f32(x_up)
-    fixed = [(f32(r.s_low), f32(r.s_up), f32(r.t_up)) for r in relax[:k]]
-    out: list[np.ndarray | None] = [None] * k
-    for start in range(0, m, ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
-        a_t, c_t = f32(a[rows]), f32(const[rows])
-        n_rows = a_t.shape[0]
-        params, cols = [], []
-        for j in range(k):
-            unst = np.flatnonzero(relax[j].unstable) if relax[j].unstable is not None else np.zeros(0, int)
-            cols.append(torch.from_numpy(unst))
-            params.append(f32(np.broadcast_to(relax[j].s_low[unst], (n_rows, unst.size))).requires_grad_(True))
-        trainable = [p for p, c in zip(params, cols, strict=True) if c.numel()]
-        if not trainable:
-            continue
-        opt = torch.optim.Adam(trainable, lr=lr)
-        for _ in range(iters):
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            coef, c = a_t, c_t
-            for j in range(k - 1, -1, -1):
-                s_low0, s_up, t_up = fixed[j]
-                s_low = s_low0.expand(n_rows, -1).clone()
-                if cols[j].numel():
-                    s_low[:, cols[j]] = params[j].clamp(0.0, 1.0)
-                pos, neg = coef.clamp(min=0.0), coef.clamp(max=0.0)
-                c = c + neg @ t_up
-                coef = pos * s_low + neg * s_up
-                c = c + coef @ bs[j]
-                coef = coef @ ws[j]
-            low = coef.clamp(min=0.0) @ lo_t + coef.clamp(max=0.0) @ up_t + c
-            opt.zero_grad()
-            (-low.sum()).backward()
-            opt.step()
-            with torch.no_grad():
-                for p in trainable:
-                    p.clamp_(0.0, 1.0)
-        for j in range(k):
-            if out[j] is None:
-                out[j] = np.broadcast_to(relax[j].s_low, (m, relax[j].s_low.size)).copy()
-            if cols[j].numel():
-                out[j][rows][:, cols[j].numpy()] = params[j].detach().double().numpy()
-    return out
-
-
-def _relaxations(bounds: list[Bound], states: dict[int, tuple[np.ndarray, np.ndarray]], n: int) -> list[_Relaxation]:
+def _relaxations(bounds: list[Bound], states: dict[int, tuple[np.ndarray, np.ndarray]], n: int) -> list[Relaxation]:
     out = []
     for j in range(n):
         lo, up = _clip(j, *bounds[j], states)
@@ -454,8 +350,8 @@ def alpha_tighten(
     """
     import time
 
-    x_lo, x_up = _box(net, lower, upper)
-    states = _fixed(net, fixed)
+    x_lo, x_up = check_box(net, lower, upper)
+    states = check_fixed(net, fixed)
     out = [(lo.copy(), up.copy()) for lo, up in bounds]
     n_relus = len(net.relu_sizes)
     stats = {"tightened": 0, "complete": 0}
@@ -469,11 +365,10 @@ def alpha_tighten(
             todo = todo[~act[todo] & ~inact[todo]]
         if todo.size == 0:
             continue
-        relax = _relaxations(out, states, k)
+        rel = _relaxations(out, states, k)
         w, b = net.weights[k][todo], net.biases[k][todo]
         a, const = np.vstack([w, -w]), np.concatenate([b, -b])
-        alphas = _optimise_alphas(net, relax, k, a, const, x_lo, x_up, iters, deadline)
-        low = _backsub_lower(net, relax, k, a, const, x_lo, x_up, alphas=alphas)
+        low = _alpha_lower(_engine(net, x_lo, x_up), rel, k, a, const, iters, deadline)
         n = todo.size
         new_lo, new_up = lo_k.copy(), up_k.copy()
         new_lo[todo] = np.maximum(lo_k[todo], low[:n])
@@ -500,16 +395,19 @@ def alpha_spec_lower(
     Returns:
         ``(rows of C,)`` lower bounds.
     """
-    x_lo, x_up = _box(net, lower, upper)
-    states = _fixed(net, fixed)
+    x_lo, x_up = check_box(net, lower, upper)
+    states = check_fixed(net, fixed)
     spec = np.atleast_2d(np.asarray(C, dtype=np.float64))
     n_relus = len(net.relu_sizes)
-    relax = _relaxations(bounds, states, n_relus)
+    rel = _relaxations(bounds, states, n_relus)
     a, const = spec @ net.weights[-1], spec @ net.biases[-1]
-    a_mag = relax[-1].a_mag if n_relus else np.maximum(np.abs(x_lo), np.abs(x_up))
-    err0 = np.abs(spec) @ (np.abs(net.weights[-1]) @ a_mag + np.abs(net.biases[-1]))
-    alphas = _optimise_alphas(net, relax, n_relus, a, const, x_lo, x_up, iters, deadline) if n_relus else None
-    return _backsub_lower(net, relax, n_relus, a, const, x_lo, x_up, err0, net.n_outputs, alphas=alphas)
+    err0 = np.abs(spec) @ (np.abs(net.weights[-1]) @ _post_magnitude(rel, x_lo, x_up) + np.abs(net.biases[-1]))
+    return _alpha_lower(_engine(net, x_lo, x_up), rel, n_relus, a, const, iters, deadline, err0, net.n_outputs)
+
+
+def _post_magnitude(rel: list[Relaxation], x_lo: np.ndarray, x_up: np.ndarray) -> np.ndarray:
+    """``max(up, 0)`` of the last ReLU layer (the largest input of the output layer), or ``max|x|``."""
+    return rel[-1].a_mag[0].numpy() if rel else np.maximum(np.abs(x_lo), np.abs(x_up))
 
 
 class BoxBounds:
@@ -550,8 +448,8 @@ class BoxBounds:
     def __init__(self, net: ReluNetwork, lower: np.ndarray, upper: np.ndarray,
                  fixed: FixedStates | None = None) -> None:
         self.net = net
-        self.lower, self.upper = _box(net, lower, upper)
-        self.states = _fixed(net, fixed)
+        self.lower, self.upper = check_box(net, lower, upper)
+        self.states = check_fixed(net, fixed)
         n_relus = len(net.relu_sizes)
         free, relax = _crown(net, self.lower, self.upper, {}, len(net.weights))
         self._parts = [(free, relax)]
@@ -599,7 +497,7 @@ class BoxBounds:
         if net is not self.net or not (np.array_equal(self.lower, np.asarray(lower, dtype=np.float64).reshape(-1))
                                        and np.array_equal(self.upper, np.asarray(upper, dtype=np.float64).reshape(-1))):
             return False
-        other = _fixed(net, fixed)
+        other = check_fixed(net, fixed)
         return other.keys() == self.states.keys() and all(
             np.array_equal(other[k][0], self.states[k][0]) and np.array_equal(other[k][1], self.states[k][1])
             for k in other)
@@ -614,8 +512,8 @@ class BoxBounds:
         if not np.isfinite(spec).all():
             raise SpecError("C has NaN or infinite entries")
         lo = up = None
-        for bounds, relax in self._parts:
-            plo, pup = _spec_bounds(self.net, bounds[: self._n_relus], relax, spec, self.lower, self.upper)
+        for bounds, rel in self._parts:
+            plo, pup = _spec_bounds(self.net, bounds[: self._n_relus], rel, spec, self.lower, self.upper)
             lo, up = (plo, pup) if lo is None else (np.maximum(lo, plo), np.minimum(up, pup))
         return lo, up
 
@@ -626,6 +524,8 @@ class BoxBounds:
         if self.tightened_layers is not None and self.lp_stats.get("complete"):
             return self.tightened_layers, self.lp_stats
         start = self.best
+        from verify.bounds.lp import lp_tighten
+
         out, stats = lp_tighten(self.net, self.lower, self.upper, start, fixed=self.states, deadline=deadline)
         for key, value in stats.items():
             self.lp_stats[key] = self.lp_stats.get(key, 0) + value if key != "complete" else value
@@ -710,18 +610,17 @@ def output_bounds(
 def _spec_bounds(
     net: ReluNetwork,
     bounds: list[Bound],
-    relax: list[_Relaxation],
+    rel: list[Relaxation],
     spec: np.ndarray,
     x_lo: np.ndarray,
     x_up: np.ndarray,
 ) -> Bound:
     """Bounds of ``spec @ y`` from the ReLU layers' bounds and relaxations."""
-    n_relus = len(relax)
+    n_relus = len(rel)
     w = spec @ net.weights[-1]
     b = spec @ net.biases[-1]
-    a_mag = relax[-1].a_mag if n_relus else np.maximum(np.abs(x_lo), np.abs(x_up))
     # Size of the terms summed when forming C @ W_L and C @ b_L: their rounding error bounds C @ y's.
-    mag0 = np.abs(spec) @ (np.abs(net.weights[-1]) @ a_mag + np.abs(net.biases[-1]))
+    mag0 = np.abs(spec) @ (np.abs(net.weights[-1]) @ _post_magnitude(rel, x_lo, x_up) + np.abs(net.biases[-1]))
     post_lo, post_up = (
         (np.maximum(bounds[-1][0], 0.0), np.maximum(bounds[-1][1], 0.0)) if n_relus else (x_lo, x_up)
     )
@@ -733,162 +632,6 @@ def _spec_bounds(
         stacked = np.vstack([w, -w])
         const = np.concatenate([b, -b])
         err0 = np.concatenate([mag0, mag0])
-        low = _backsub_lower(net, relax, n_relus, stacked, const, x_lo, x_up, err0, net.n_outputs)
+        low = _backsub_lower(_engine(net, x_lo, x_up), rel, n_relus, stacked, const, err0, net.n_outputs)
         lo, up = np.maximum(lo, low[:m]), np.minimum(up, -low[m:])
     return lo, up
-
-
-
-def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, n_cols: int):
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_cols))
-
-
-def lp_tighten(
-    net: ReluNetwork,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    bounds: list[Bound],
-    fixed: FixedStates | None = None,
-    deadline: float | None = None,
-    from_layer: int = 1,
-) -> tuple[list[Bound], dict[str, int]]:
-    """Tighten the bounds of unstable neurons with linear programs (MIPVerify's "LP" tightening).
-
-    Layer by layer, from ``from_layer`` on: an LP holds the input box, every earlier layer's affine map, the
-    exact ReLU of its stable neurons (and of neurons fixed by ``fixed``) and the triangle relaxation of its
-    unstable ones; each unstable neuron of the current layer is minimised and maximised (HiGHS dual simplex,
-    warm-started between objectives). Tightened bounds feed the next layer's LP. Stops at ``deadline``
-    (a ``time.perf_counter()`` value): bounds not tightened by then stay as they were, so the result is always
-    sound. LP optima are widened by ``1e-7 * (1 + |value|)`` against solver tolerances.
-
-    Args:
-        net, lower, upper, fixed: as in :func:`crown_bounds`.
-        bounds: sound bounds to start from (e.g. :func:`crown_bounds`): hidden layers, then the output.
-        deadline: time limit.
-        from_layer: first ReLU layer to tighten (layer 0's interval bounds over the box are already exact).
-
-    Returns:
-        The tightened bounds (same layout) and counts ``{"lps": solved, "tightened": neurons improved,
-        "complete": 1 if every unstable neuron was tightened before the deadline else 0}``.
-    """
-    import time
-
-    import highspy
-    import scipy.sparse as sp
-
-    from verify.solvers import _silence_native_stdout
-
-    lo_in, up_in = _box(net, lower, upper)
-    fx = _fixed(net, fixed)
-    out = [(lo.copy(), up.copy()) for lo, up in bounds]
-    stats = {"lps": 0, "tightened": 0, "complete": 0}
-    n_hidden = len(net.weights) - 1
-    with _silence_native_stdout():
-        h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    # After a change of objective the previous basis stays primal feasible: primal simplex without presolve
-    # restarts from it instead of from scratch.
-    h.setOptionValue("presolve", "off")
-    h.setOptionValue("simplex_strategy", 4)
-    inf = highspy.kHighsInf
-    n0 = lo_in.size
-    for k in range(from_layer, n_hidden):
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        lo_k, up_k = out[k]
-        act_k, ina_k = fx.get(k, (np.zeros(lo_k.size, bool), np.zeros(lo_k.size, bool)))
-        todo = np.flatnonzero((lo_k < 0) & (up_k > 0) & ~act_k & ~ina_k)
-        if todo.size == 0:
-            continue
-        # Column layout: x | z_0 a_0 | z_1 a_1 | ... | z_k
-        sizes = [net.biases[m].size for m in range(k + 1)]
-        z_off, a_off, off = [], [], n0
-        for m in range(k + 1):
-            z_off.append(off)
-            off += sizes[m]
-            if m < k:
-                a_off.append(off)
-                off += sizes[m]
-        n_cols = off
-        blocks, row_lo, row_up = [], [], []
-        col_lo, col_up = [lo_in], [up_in]
-        prev_cols = np.arange(n0)
-        for m in range(k + 1):
-            w, b = net.weights[m], net.biases[m]
-            n_m = sizes[m]
-            z_cols = z_off[m] + np.arange(n_m)
-            lo_m, up_m = out[m]
-            col_lo.append(lo_m)
-            col_up.append(up_m)
-            coo = sp.coo_matrix(-w)
-            blocks.append(_csr(np.r_[coo.row, np.arange(n_m)], np.r_[prev_cols[coo.col], z_cols],
-                               np.r_[coo.data, np.ones(n_m)], n_m, n_cols))  # z_m - W_m a_{m-1} = b_m
-            row_lo.append(b)
-            row_up.append(b)
-            if m == k:
-                break
-            a_cols = a_off[m] + np.arange(n_m)
-            act, ina = fx.get(m, (np.zeros(n_m, bool), np.zeros(n_m, bool)))
-            on = (lo_m >= 0) | act
-            dead = ((up_m <= 0) | ina) & ~on
-            unst = ~on & ~dead
-            col_lo.append(np.zeros(n_m))
-            col_up.append(np.where(dead, 0.0, np.maximum(up_m, 0.0)))
-            for sel, r_l, r_u in ((np.flatnonzero(on), 0.0, 0.0), (np.flatnonzero(unst), 0.0, inf)):
-                if sel.size:  # a - z = 0 (on) / a - z >= 0 (unstable)
-                    r = np.arange(sel.size)
-                    blocks.append(_csr(np.r_[r, r], np.r_[a_cols[sel], z_cols[sel]],
-                                       np.r_[np.ones(sel.size), -np.ones(sel.size)], sel.size, n_cols))
-                    row_lo.append(np.full(sel.size, r_l))
-                    row_up.append(np.full(sel.size, r_u))
-            sel = np.flatnonzero(unst)
-            if sel.size:  # a - s z <= -s l, s = u / (u - l): the triangle's upper side
-                slope = up_m[sel] / (up_m[sel] - lo_m[sel])
-                r = np.arange(sel.size)
-                blocks.append(_csr(np.r_[r, r], np.r_[a_cols[sel], z_cols[sel]], np.r_[np.ones(sel.size), -slope],
-                                   sel.size, n_cols))
-                row_lo.append(np.full(sel.size, -inf))
-                row_up.append(-slope * lo_m[sel])
-            prev_cols = a_cols
-        a_mat = sp.vstack(blocks).tocsr()
-        lp = highspy.HighsLp()
-        lp.num_col_ = n_cols
-        lp.num_row_ = a_mat.shape[0]
-        lp.col_cost_ = np.zeros(n_cols)
-        lp.col_lower_ = np.concatenate(col_lo)
-        lp.col_upper_ = np.concatenate(col_up)
-        lp.row_lower_ = np.concatenate(row_lo)
-        lp.row_upper_ = np.concatenate(row_up)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-        lp.a_matrix_.start_ = a_mat.indptr
-        lp.a_matrix_.index_ = a_mat.indices
-        lp.a_matrix_.value_ = a_mat.data
-        h.passModel(lp)
-        new_lo, new_up = lo_k.copy(), up_k.copy()
-        for j in todo:
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            col = int(z_off[k] + j)
-            for sign in (1.0, -1.0):
-                h.changeColCost(col, sign)
-                if deadline is not None:  # HiGHS compares its limit with its run time summed over all runs
-                    h.setOptionValue("time_limit", h.getRunTime() + max(deadline - time.perf_counter(), 0.01))
-                h.run()
-                stats["lps"] += 1
-                if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                    continue
-                val = sign * h.getInfo().objective_function_value
-                pad = 1e-7 * (1.0 + abs(val))
-                if sign > 0:
-                    new_lo[j] = max(new_lo[j], val - pad)
-                else:
-                    new_up[j] = min(new_up[j], val + pad)
-            h.changeColCost(col, 0.0)
-            if new_lo[j] > lo_k[j] or new_up[j] < up_k[j]:
-                stats["tightened"] += 1
-        out[k] = (new_lo, new_up)
-    # time only moves forward: if the deadline has not passed now, no loop above stopped early
-    stats["complete"] = int(deadline is None or time.perf_counter() <= deadline)
-    return out, stats

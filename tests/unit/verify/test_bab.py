@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import verify
 from verify import bab
-from verify.bounds import BoxBounds, crown_bounds
+from verify.bounds import BoxBounds, Engine, TorchNetwork, crown_bounds
 from verify.properties import Spec, nap_robustness_spec, robustness
 
 SEEN = {"verified": 0, "falsified": 0}
@@ -55,11 +55,11 @@ def test_batched_crown_equals_crown_bounds():
     net = relu_network((6, 12, 10, 8, 3), seed=3, bias_scale=CASE_BIAS)
     lo, up = -np.ones(6), np.ones(6)
     ref = crown_bounds(net, lo, up)
-    bs = bab._Backsub(bab._TorchNet(net), lo, up)
+    eng = Engine(TorchNetwork(net), lo, up)
     b_lo = [torch.full((1, n), -1e9, dtype=torch.float64) for n in net.relu_sizes]
     b_up = [torch.full((1, n), 1e9, dtype=torch.float64) for n in net.relu_sizes]
     b_lo[0][0], b_up[0][0] = torch.as_tensor(ref[0][0]), torch.as_tensor(ref[0][1])
-    bab._layer_bounds(bs, b_lo, b_up, 1)
+    eng.layer_bounds(b_lo, b_up, 1)
     for k in range(len(net.relu_sizes)):
         low = b_lo[k][0].numpy()
         assert np.all(low <= ref[k][1] + 1e-12)
