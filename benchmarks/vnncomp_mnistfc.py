@@ -12,6 +12,9 @@ Run: .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver cbc [--networks 256
      [--reverse --part b]   (a second process working from the other end, into its own CSV)
      [--shard I/N]          (process I of N side by side, e.g. one per core of a larger machine)
      .venv/bin/python benchmarks/vnncomp_mnistfc.py --category marabou-cifar10 --solver highs [--timeout-scale 0.2]
+     .venv/bin/python benchmarks/vnncomp_mnistfc.py --solver highs --networks 256x2 --marabou --timeout-scale 0.25
+                            (Marabou on every instance right after neurospec, same timeout; rows in
+                            mnistfc_marabou_<network>.csv; a side-by-side table with the ratios)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import csv
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -116,11 +120,55 @@ def summarise(solver: str, instances: list[list[str]], truth: dict, command: str
                   f"Timings from a 2-core machine (load average {load} when this summary was written; "
                   "two benchmark processes ran side by side, one per core): a busier machine is slower, "
                   "and some timeouts may be instances an idle one would solve.", *extra],
-        "tables": [{"columns": list(table[0]), "rows": table}] if table else [],
+        "tables": ([{"columns": list(table[0]), "rows": table}] if table else []) + _side_by_side(solver, instances),
     })
 
 
+def _side_by_side(solver: str, instances: list[list[str]]) -> list[dict]:
+    """neurospec and Marabou on the instances both ran (same timeout): solved counts, median times of the
+    solved ones, and their ratios."""
+    rows = []
+    for net in sorted({onnx for onnx, _, _ in instances}):
+        short = net.removeprefix("mnist-net_").removeprefix("cifar10_").removesuffix(".onnx")
+        theirs = {(r["onnx"], r["vnnlib"]): r for r in _rows("marabou", short)}
+        ours = {(r["onnx"], r["vnnlib"]): r for r in _rows(solver, short) if (r["onnx"], r["vnnlib"]) in theirs}
+        if not ours:
+            continue
+        both = [k for k in ours if ours[k]["timeout"] == theirs[k]["timeout"]]
+
+        def solved(rows: dict, keys=both) -> list[float]:
+            return [float(rows[k]["seconds"]) for k in keys if rows[k]["result"] in ("sat", "unsat")]
+
+        a, b = solved(ours), solved(theirs)
+        med_a = statistics.median(a) if a else float("nan")
+        med_b = statistics.median(b) if b else float("nan")
+        rows.append({"network": net, "instances": len(both), "timeout s": ours[both[0]]["timeout"] if both else "-",
+                     "neurospec solved": len(a), "Marabou solved": len(b),
+                     "solved ratio": f"{len(a) / len(b):.1f}" if b else ("inf" if a else "-"),
+                     "neurospec median s": f"{med_a:.2f}", "Marabou median s": f"{med_b:.2f}",
+                     "median time ratio (Marabou / neurospec)": f"{med_b / med_a:.1f}" if a and b else "-",
+                     "Marabou wrong vs neurospec": sum(1 for k in both if {ours[k]["result"], theirs[k]["result"]}
+                                                       == {"sat", "unsat"})})
+    return [{"caption": "Side by side with Marabou (same instances, same timeout, one tool after the other)",
+             "columns": list(rows[0]), "rows": rows}] if rows else []
+
+
 TIMEOUT_SCALE = [1.0]
+
+
+def _run_marabou(onnx_path: Path, vnnlib_path: Path, limit: float, cache: dict):
+    """Marabou on one instance (the network from neurospec's cache, the same property reader)."""
+    from verify.marabou import verify_marabou
+    from verify.network import ReluNetwork
+    from verify.vnnlib import read_vnnlib
+
+    t0 = time.perf_counter()
+    key = str(Path(onnx_path).resolve())
+    net = cache.get(key) or cache.setdefault(key, ReluNetwork.from_onnx(onnx_path))
+    spec = read_vnnlib(vnnlib_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+    res = verify_marabou(net, spec, timeout=max(limit - (time.perf_counter() - t0), 0.5))
+    res.timings["load"] = time.perf_counter() - t0 - res.timings.get("total", 0.0)
+    return res
 
 
 def main() -> None:
@@ -136,6 +184,7 @@ def main() -> None:
                         "process on the same network, e.g. with --reverse; instances done by either are skipped)")
     parser.add_argument("--shard", default="", help="I/N: run only the selected instances whose position is I "
                         "modulo N, into part s<I> (N processes side by side, one per core)")
+    parser.add_argument("--marabou", action="store_true", help="also run Marabou on each instance, same timeout")
     parser.add_argument("--note", action="append", default=[],
                         help="a note kept with this solver's results and shown in the summary (repeatable); "
                         "--note '' clears them")
@@ -150,6 +199,8 @@ def main() -> None:
         shard, shards = (int(v) for v in args.shard.split("/"))
         args.part = args.part or f"s{shard}"
     TIMEOUT_SCALE[0] = args.timeout_scale
+    # a run side by side with Marabou keeps its own rows (its timeouts may differ from the main table's)
+    key = args.solver + ("-with-marabou" if args.marabou else "")
     command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
     root = data_root()
     bench = root / "vnncomp2021" / args.category
@@ -159,7 +210,7 @@ def main() -> None:
         # the instance lists name ./nets/X.onnx and ./specs/Y.vnnlib; the files lie flat in the folder
         instances = [[Path(r[0]).name, Path(r[1]).name, r[2]] for r in csv.reader(fh) if r]
     for net in args.networks:
-        for path in [_csv(args.solver, net), *RESULTS.glob(f"{args.category}_{args.solver}_{net}_*.csv")]:
+        for path in [_csv(key, net), *RESULTS.glob(f"{args.category}_{key}_{net}_*.csv")]:
             if args.rerun and path.exists():
                 path.unlink()
     selected = [r for r in instances if any(f"_{n}." in r[0] for n in args.networks)]
@@ -169,22 +220,29 @@ def main() -> None:
         net = next(n for n in args.networks if f"_{n}." in onnx_name)
         if args.summary_only:
             continue
-        if (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"]) for r in _rows(args.solver, net)}:
-            continue
         limit = float(timeout) * args.timeout_scale
-        res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
-        rows = [*read_results(_csv(args.solver, net, args.part)),
-                result_row(onnx_name, vnnlib_name, limit, res, args.solver)]
-        write_results(_csv(args.solver, net, args.part), rows)
-        seconds = float(rows[-1]["seconds"])
         expected = truth.get((onnx_name, vnnlib_name), "?")
-        print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {seconds:.2f}s by {res.method or '-'} "
-              f"(consensus {expected})", flush=True)
+        if (onnx_name, vnnlib_name) not in {(r["onnx"], r["vnnlib"]) for r in _rows(key, net)}:
+            res = run_instance(bench / onnx_name, bench / vnnlib_name, limit, solver=args.solver, cache=cache)
+            rows = [*read_results(_csv(key, net, args.part)),
+                    result_row(onnx_name, vnnlib_name, limit, res, args.solver)]
+            write_results(_csv(key, net, args.part), rows)
+            print(f"{onnx_name} {vnnlib_name}: {res.vnncomp} in {float(rows[-1]['seconds']):.2f}s by "
+                  f"{res.method or '-'} (consensus {expected})", flush=True)
+        elif not args.marabou or (onnx_name, vnnlib_name) in {(r["onnx"], r["vnnlib"])
+                                                                for r in _rows("marabou", net)}:
+            continue
+        if args.marabou and (onnx_name, vnnlib_name) not in {(r["onnx"], r["vnnlib"]) for r in _rows("marabou", net)}:
+            res = _run_marabou(bench / onnx_name, bench / vnnlib_name, limit, cache)
+            rows = [*read_results(_csv("marabou", net, args.part)),
+                    result_row(onnx_name, vnnlib_name, limit, res, "marabou")]
+            write_results(_csv("marabou", net, args.part), rows)
+            print(f"  Marabou: {res.vnncomp} in {float(rows[-1]['seconds']):.2f}s (consensus {expected})", flush=True)
         try:  # another process (another network) may be rewriting the same summary right now
-            summarise(args.solver, instances, truth, command)
+            summarise(key, instances, truth, command)
         except (OSError, ValueError) as err:
             print(f"summary not written this time: {err}", flush=True)
-    summarise(args.solver, instances, truth, command)
+    summarise(key, instances, truth, command)
 
 
 if __name__ == "__main__":

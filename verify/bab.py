@@ -310,13 +310,13 @@ class _Search:
                     else:
                         c_up[j][r_, col] = c_up[j][r_, col].clamp(max=0)
         c_rel = [relax(c_lo[j], c_up[j]) for j in range(self.n_relu)]
-        coef, const, err0, width0 = self._clause_inputs(c_rel, n * B)
+        coef, const, _, _ = self._clause_inputs(c_rel, n * B)
+
         def rep(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
             return None if v is None else [t.repeat(n, 1, 1) for t in v]
 
         sg = None if signs is None else [s.repeat(n, 1) for s in signs]
-        low, _, _ = self.eng.lower(c_rel, self.n_relu, coef, const, err0, width0, alphas=rep(alphas),
-                                   betas=rep(betas) if signs is not None else None, signs=sg)
+        low = self.eng.estimate(c_rel, self.n_relu, coef, const, alphas=rep(alphas), betas=rep(betas), signs=sg)
         child = low.max(1).values.view(k, 2, B).min(1).values.T  # (B, k): the worse child per candidate
         child = torch.where(top.values >= 0, child, torch.full_like(child, -torch.inf))
         best = child.argmax(1, keepdim=True)

@@ -331,8 +331,7 @@ class Engine:
             b_par = [v.to(dt).clone().requires_grad_(True) for v in start]
             params += b_par
             groups.append({"params": b_par, "lr": lr_beta})
-        fixed = [(r.s_low.to(dt).unsqueeze(1), r.s_up.to(dt).unsqueeze(1), r.t_up.to(dt).unsqueeze(1),
-                  r.unstable.unsqueeze(1)) for r in rel[:k]]
+        fixed = _relaxation_terms(rel[:k], dt)
         sg = None if signs is None else [s.to(dt).unsqueeze(1) for s in signs[:k]]
         coef0, const0 = coef.to(dt), const.to(dt)
         opt = torch.optim.Adam(groups)
@@ -341,17 +340,7 @@ class Engine:
         best = [p.detach().clone() for p in params]
         with torch.enable_grad():
             for _ in range(iters + 1):
-                cf, c = coef0, const0
-                for j in range(k - 1, -1, -1):
-                    s_low, s_up, t_up, unst = fixed[j]
-                    pos, neg = cf.clamp(min=0), cf.clamp(max=0)
-                    c = c + (neg * t_up).sum(-1)
-                    cf = pos * torch.where(unst, a_par[j], s_low) + neg * s_up
-                    if b_par is not None:
-                        cf = cf - b_par[j] * sg[j]
-                    c = c + cf @ b[j]
-                    cf = cf @ W[j]
-                low = (cf.clamp(min=0) * x_lo).sum(-1) + (cf.clamp(max=0) * x_up).sum(-1) + c
+                low = _plain_bound(fixed, coef0, const0, a_par, b_par, sg, W, b, x_lo, x_up)
                 with torch.no_grad():  # keep, per domain and row, the values with the best bound so far
                     if best_low is None:
                         best_low = low.detach().clone()
@@ -378,3 +367,38 @@ class Engine:
         out_a = [q.double() for q in best[:len(a_par)]]
         out_b = None if b_par is None else [q.double() for q in best[len(a_par):]]
         return out_a, out_b, steps
+
+    def estimate(self, rel: list[Relaxation], k: int, coef: torch.Tensor, const: torch.Tensor,
+                 alphas: list[torch.Tensor] | None = None, betas: list[torch.Tensor] | None = None,
+                 signs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The bounds of :meth:`lower` in float32 without the rounding padding: **not sound**, for heuristics
+        only (e.g. scoring branching candidates). Same arguments; returns ``(B, R)``."""
+        W, b = self.t.float32()
+        dt = torch.float32
+        B, R = coef.shape[0], coef.shape[1]
+        al = [r.s_low.unsqueeze(1).expand(B, R, -1) for r in rel[:k]] if alphas is None else alphas
+        return _plain_bound(_relaxation_terms(rel[:k], dt), coef.to(dt), const.to(dt), [a.to(dt) for a in al],
+                            None if betas is None or signs is None else [v.to(dt) for v in betas],
+                            None if signs is None else [v.to(dt).unsqueeze(1) for v in signs[:k]], W, b,
+                            self.x_lo.to(dt), self.x_up.to(dt))
+
+
+def _relaxation_terms(rel: list[Relaxation], dt: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
+    """Per layer ``(s_low, s_up, t_up, unstable)`` in ``dt``, with a row dimension for broadcasting."""
+    return [(r.s_low.to(dt).unsqueeze(1), r.s_up.to(dt).unsqueeze(1), r.t_up.to(dt).unsqueeze(1),
+             r.unstable.unsqueeze(1)) for r in rel]
+
+
+def _plain_bound(fixed, coef, const, alphas, betas, signs, W, b, x_lo, x_up) -> torch.Tensor:
+    """The back-substituted bound without rounding terms (the alpha/beta search and estimates)."""
+    cf, c = coef, const
+    for j in range(len(fixed) - 1, -1, -1):
+        s_low, s_up, t_up, unst = fixed[j]
+        pos, neg = cf.clamp(min=0), cf.clamp(max=0)
+        c = c + (neg * t_up).sum(-1)
+        cf = pos * torch.where(unst, alphas[j], s_low) + neg * s_up
+        if betas is not None:
+            cf = cf - betas[j] * signs[j]
+        c = c + cf @ b[j]
+        cf = cf @ W[j]
+    return (cf.clamp(min=0) * x_lo).sum(-1) + (cf.clamp(max=0) * x_up).sum(-1) + c
