@@ -1,5 +1,5 @@
 """``neurospec experiment nap`` on mnist-net_256x2 with small limits: 2,000 training images, classes 0 and 1,
-two radius images, 1 s per query. The figures of the full study are in benchmarks/RESULTS.md
+two radius images, 2 s per query. The figures of the full study are in benchmarks/RESULTS.md
 (benchmarks/nap_study.py); this checks the pipeline on the real network and data, the command line, and
 that a second run finds every query done."""
 
@@ -22,7 +22,7 @@ def test_nap_study_on_mnist_256x2(data_root, tmp_path, capsys):
     out = tmp_path / "study"
     onnx = data_root / VNNCOMP_NETWORKS["mnist-256x2"]
     argv = ["experiment", "nap", "--dataset", "mnist", "--onnx", str(onnx), "--out", str(out), "--deltas", "0.99",
-            "--train-limit", "2000", "--test-limit", "500", "--classes", "0", "1", "--images", "2", "--timeout", "1",
+            "--train-limit", "2000", "--test-limit", "500", "--classes", "0", "1", "--images", "2", "--timeout", "2",
             "--eps-max", "0.05", "--refine", "1", "--root", str(data_root), "--quiet"]
     t0 = time.perf_counter()
     assert main(argv) == 0
@@ -36,7 +36,7 @@ def test_nap_study_on_mnist_256x2(data_root, tmp_path, capsys):
     assert {(q["class"], q["competitor"]) for q in rob} == {(c, j) for c in (0, 1) for j in range(10) if j != c}
     for q in study.queries:
         assert q["status"] in ("verified", "falsified", "timeout", "unknown"), q
-        assert q["seconds"] <= 1.0 + 2.5, q  # the limit, plus at most one solver call's overrun
+        assert q["seconds"] <= 2.0 + 2.5, q  # the limit, plus at most one solver call's overrun
         if q["status"] == "falsified" and q["kind"] != "radius":
             x = np.asarray(q["counterexample"]["x"])
             assert x.shape == (784,) and x.min() >= 0 and x.max() <= 1
