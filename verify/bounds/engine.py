@@ -323,18 +323,18 @@ class Engine:
             alphas = [r.s_low.unsqueeze(1).expand(B, R, -1) for r in rel[:k]]
         a_par = [a.to(dt).clone().requires_grad_(True) for a in alphas]
         params = list(a_par)
-        groups = [{"params": a_par, "lr": lr_alpha}]
+        rates = [lr_alpha] * len(a_par)
         b_par = None
         if signs is not None:
             start = betas if betas is not None else [torch.zeros(B, R, s.shape[1], dtype=dt, device=s.device)
                                                      for s in signs[:k]]
             b_par = [v.to(dt).clone().requires_grad_(True) for v in start]
             params += b_par
-            groups.append({"params": b_par, "lr": lr_beta})
+            rates += [lr_beta] * len(b_par)
         fixed = _relaxation_terms(rel[:k], dt)
         sg = None if signs is None else [s.to(dt).unsqueeze(1) for s in signs[:k]]
         coef0, const0 = coef.to(dt), const.to(dt)
-        opt = torch.optim.Adam(groups)
+        adam = _Adam(params, rates)
         steps, history = 0, []
         best_low = None
         best = [p.detach().clone() for p in params]
@@ -355,11 +355,10 @@ class Engine:
                 history.append(value)
                 if tol > 0 and len(history) > patience and value - history[-1 - patience] < tol * B * R:
                     break
-                opt.zero_grad()
-                (-low.sum()).backward()
-                opt.step()
+                grads = torch.autograd.grad(low.sum(), params, allow_unused=True)
                 steps += 1
                 with torch.no_grad():
+                    adam.ascend(grads, steps)
                     for p in a_par:
                         p.clamp_(0, 1)
                     for p in b_par or []:
@@ -381,6 +380,29 @@ class Engine:
                             None if betas is None or signs is None else [v.to(dt) for v in betas],
                             None if signs is None else [v.to(dt).unsqueeze(1) for v in signs[:k]], W, b,
                             self.x_lo.to(dt), self.x_up.to(dt))
+
+
+class _Adam:
+    """Adam (Kingma and Ba 2015) for gradient *ascent*, on tensors, with one learning rate per tensor. Written
+    here rather than taken from ``torch.optim``: its first use in a fresh process imports torch's compiler
+    stack, which took 9 s of a 20 s query in a Ray worker on the loaded machine."""
+
+    def __init__(self, params: list[torch.Tensor], rates: list[float], b1: float = 0.9, b2: float = 0.999,
+                 eps: float = 1e-8) -> None:
+        self.params, self.rates, self.b1, self.b2, self.eps = params, rates, b1, b2, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def ascend(self, grads: tuple[torch.Tensor | None, ...], step: int) -> None:
+        """One step up the gradient (``step`` counts from 1)."""
+        for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, self.rates, strict=True):
+            if g is None:
+                continue
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            m_hat = m / (1 - self.b1 ** step)
+            v_hat = v / (1 - self.b2 ** step)
+            p.add_(lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 def _relaxation_terms(rel: list[Relaxation], dt: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
