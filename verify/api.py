@@ -274,14 +274,16 @@ def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
-           bab_share: float | None = None, options: VerifyOptions | None = None) -> VerificationResult:
+           bab_share: float | None = None, device: str = "cpu", bab_memory: int = 4 * 2**30,
+           options: VerifyOptions | None = None) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``: run the phases of :data:`PHASES` until one decides.
 
     Args:
         network: a :class:`verify.network.ReluNetwork`.
         spec: a :class:`verify.properties.Spec` (robustness, NAP property or a VNN-LIB file's content).
-        solver, timeout, attack, seed, lp_share, quick_share, quick_cap, alpha_share, bab_share: the settings,
-            as described in :class:`VerifyOptions` (``timeout``: wall-clock seconds for everything, > 0).
+        solver, timeout, attack, seed, lp_share, quick_share, quick_cap, alpha_share, bab_share, device,
+            bab_memory: the settings, as described in :class:`VerifyOptions` (``timeout``: wall-clock seconds
+            for everything, > 0).
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
             shared between queries on the same box (e.g. one per competitor class): its CROWN bounds are
             used as they are and its LP-tightened bounds are computed at most once. ``None``: computed here.
@@ -291,7 +293,9 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
 
     Raises:
-        InvalidParameterError: non-positive timeout, or ``options`` together with other settings.
+        InvalidParameterError: non-positive timeout, a time share outside [0, 1], a device that is not
+            available, or ``options`` together with other settings.
+        ResourceLimitError: branch and bound's first batch of domains does not fit ``bab_memory``.
         SolverError: unknown or missing solver.
         NetworkError / SpecError: the network or the property is unusable, or their sizes disagree, or
             ``bounds`` belong to another network, box or set of fixed states.
@@ -303,7 +307,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     """
     options = _options(options, solver=solver, timeout=timeout, attack=attack, seed=seed, lp_share=lp_share,
                        quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
-                       bab_share=bab_share)
+                       bab_share=bab_share, device=device, bab_memory=bab_memory)
     _check_problem(network, spec)
     if options.bab_share_for(spec) > 0:
         from verify.bab import check_memory

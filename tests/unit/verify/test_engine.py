@@ -145,8 +145,7 @@ def test_box_bounds_are_the_engine_on_a_batch_of_one():
     assert float(box.spec_bounds(C)[0][0]) == pytest.approx(float(low[0]), abs=1e-9)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine (CPU equals CUDA is checked "
-                                                          "on the device machine by benchmarks/bab_throughput.py)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CPU equals CUDA: needs a GPU, and this machine has none")
 def test_cuda_equals_cpu():
     net = relu_network((5, 12, 10, 3), seed=3, bias_scale=CASE_BIAS)
     lo, up = -np.ones(5), np.ones(5)
