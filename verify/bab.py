@@ -251,19 +251,24 @@ class _Search:
 
     # ---- bounding ------------------------------------------------------------------------------------------
 
-    def _clause_inputs(self, rel: list[Relaxation], B: int):
+    def _clause_inputs(self, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clause ``A @ y - b`` as the coefficients and constants of the last ReLU layer's output."""
         t, A = self.tnet, self.A
-        coef = (A @ t.W[-1]).expand(B, -1, -1)
-        const = (A @ t.b[-1] - self.bvec).expand(B, -1)
+        return (A @ t.W[-1]).expand(B, -1, -1), (A @ t.b[-1] - self.bvec).expand(B, -1)
+
+    def _clause_error(self, rel: list[Relaxation]) -> tuple[torch.Tensor, int]:
+        """The magnitudes of the terms already rounded into :meth:`_clause_inputs` (for the sound bound)."""
+        t, A = self.tnet, self.A
         err0 = rel[-1].a_mag @ (A.abs() @ t.absW[-1]).T + (A.abs() @ t.absb[-1] + self.bvec.abs())
-        return coef, const, err0, int(t.W[-1].shape[0])
+        return err0, int(t.W[-1].shape[0])
 
     def bound(self, lo, up, sign, iters: int, lr_alpha: float, tol: float):
         """Optimise slopes/multipliers (warm start) and return the sound clause bounds (B, R), the
         minimising inputs, branching scores, relaxations and the values found."""
         B = lo[0].shape[0]
         rel = [relax(lo[j], up[j]) for j in range(self.n_relu)]
-        coef, const, err0, width0 = self._clause_inputs(rel, B)
+        coef, const = self._clause_inputs(B)
+        err0, width0 = self._clause_error(rel)
         split = any(bool((s != 0).any()) for s in sign)
         signs = [s.to(torch.float64) for s in sign] if split else None
         al = be = None
@@ -291,26 +296,15 @@ class _Search:
         top = flat.topk(k, dim=1)
         cand = top.indices  # (B, k)
         n = 2 * k  # child c of candidate i of domain p is row (i * 2 + c) * B + p
-        layer = torch.as_tensor(np.searchsorted(self.offsets, cand.cpu().numpy(), side="right") - 1,
-                                device=self.dev)
-        neuron = cand - torch.as_tensor(self.offsets, device=self.dev)[layer]
         c_lo = [v.repeat(n, 1) for v in lo]
         c_up = [v.repeat(n, 1) for v in up]
         idx = torch.arange(B, device=self.dev)
         for i in range(k):
+            layer, neuron = self._locate(cand[:, i])
             for c in (0, 1):
-                rows = (i * 2 + c) * B + idx
-                for j in range(self.n_relu):
-                    sel = torch.nonzero(layer[:, i] == j).reshape(-1)
-                    if sel.numel() == 0:
-                        continue
-                    r_, col = rows[sel], neuron[sel, i]
-                    if c:
-                        c_lo[j][r_, col] = c_lo[j][r_, col].clamp(min=0)
-                    else:
-                        c_up[j][r_, col] = c_up[j][r_, col].clamp(max=0)
+                self._split(c_lo, c_up, None, (i * 2 + c) * B + idx, layer, neuron, active=bool(c))
         c_rel = [relax(c_lo[j], c_up[j]) for j in range(self.n_relu)]
-        coef, const, _, _ = self._clause_inputs(c_rel, n * B)
+        coef, const = self._clause_inputs(n * B)
 
         def rep(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
             return None if v is None else [t.repeat(n, 1, 1) for t in v]
@@ -412,6 +406,27 @@ class _Search:
                 return self.done("timeout", open=len(queue), reason=f"leaf LP {out.status}"), queue
         return None, queue.pick(queue.splittable)
 
+    def _locate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ReLU layer and the neuron within it of flat neuron indices (over all layers)."""
+        layer = torch.as_tensor(np.searchsorted(self.offsets, flat.cpu().numpy(), side="right") - 1, device=self.dev)
+        return layer, flat - torch.as_tensor(self.offsets, device=self.dev)[layer]
+
+    def _split(self, lo: list[torch.Tensor], up: list[torch.Tensor], sign: list[torch.Tensor] | None,
+               rows: torch.Tensor, layer: torch.Tensor, neuron: torch.Tensor, active: bool) -> None:
+        """In place: row ``rows[i]`` forces neuron ``neuron[i]`` of ReLU layer ``layer[i]`` active (lower bound
+        clipped at 0, sign 1) or inactive (upper bound clipped at 0, sign -1)."""
+        for j in range(self.n_relu):
+            sel = torch.nonzero(layer == j).reshape(-1)
+            if sel.numel() == 0:
+                continue
+            r, cols = rows[sel], neuron[sel]
+            if active:
+                lo[j][r, cols] = lo[j][r, cols].clamp(min=0)
+            else:
+                up[j][r, cols] = up[j][r, cols].clamp(max=0)
+            if sign is not None:
+                sign[j][r, cols] = 1 if active else -1
+
     def children(self, parents: _Queue) -> tuple[list, list, list, torch.Tensor, int]:
         """The children of a batch of parents: each split on its chosen neuron(s)."""
         take = len(parents)
@@ -421,28 +436,12 @@ class _Search:
         c_up = [v.repeat(n_child, 1) for v in parents.up]
         c_sign = [v.repeat(n_child, 1) for v in parents.sign]
         idx = torch.arange(take, device=self.dev)
-        offsets = torch.as_tensor(self.offsets, device=self.dev)
         first = self.n_relu
         for bit in range(d):
-            flat_choice = parents.choice[:, bit]
-            layer = torch.as_tensor(np.searchsorted(self.offsets, flat_choice.cpu().numpy(), side="right") - 1,
-                                    device=self.dev)
-            neuron = flat_choice - offsets[layer]
+            layer, neuron = self._locate(parents.choice[:, bit])
             first = min(first, int(layer.min()))
             for c in range(n_child):
-                rows_c = c * take + idx
-                active = bool((c >> bit) & 1)
-                for j in range(self.n_relu):
-                    sel = torch.nonzero(layer == j).reshape(-1)
-                    if sel.numel() == 0:
-                        continue
-                    rows, cols = rows_c[sel], neuron[sel]
-                    if active:
-                        c_lo[j][rows, cols] = c_lo[j][rows, cols].clamp(min=0)
-                        c_sign[j][rows, cols] = 1
-                    else:
-                        c_up[j][rows, cols] = c_up[j][rows, cols].clamp(max=0)
-                        c_sign[j][rows, cols] = -1
+                self._split(c_lo, c_up, c_sign, c * take + idx, layer, neuron, active=bool((c >> bit) & 1))
         if self.intermediate is True or (self.intermediate == "shallow" and int(parents.depth.max()) < SHALLOW):
             self.eng.layer_bounds(c_lo, c_up, first + 1)
         self.stats["splits"] += d * take
