@@ -13,8 +13,9 @@ Nothing here knows what the work is. Two functions carry it:
   driver** as soon as a task finishes (``ray.wait``), so the caller writes each result at once and exactly
   once. A progress bar shows finished / running / queued tasks. A task whose worker process dies is run
   again (Ray's ``max_retries``); a task that runs past ``timeout_per_task`` is stopped. On SIGINT/SIGTERM the
-  outstanding tasks are cancelled and the signal is passed on (its previous handler runs, else
-  :class:`Interrupted` is raised): every result handed to ``on_result`` before then is already written.
+  outstanding tasks are stopped (by leaving the cluster when this process made the connection, else by
+  cancelling them) and the signal is passed on (its previous handler runs, else :class:`Interrupted` is
+  raised): every result handed to ``on_result`` before then is already written.
 
 ``session(None, workers=1)`` yields ``None`` and :func:`run_tasks` then runs the items one after another in
 this process, without importing Ray: the single-process path stays what it was.
@@ -67,6 +68,8 @@ R = TypeVar("R")
 
 #: The port of a Ray head's GCS when ``ray start --head`` is not told another one.
 DEFAULT_PORT = 6379
+#: How long a cancelled task gets to stop on its KeyboardInterrupt before its worker is killed.
+CANCEL_GRACE_S = 5.0
 #: How long :func:`run_tasks` blocks in one ``ray.wait`` (signals and time limits are looked at in between).
 _POLL_S = 0.2
 
@@ -379,7 +382,9 @@ def run_tasks(fn: Callable[..., R], items: Sequence[T], *, on_result: Callable[[
 
     Raises:
         TaskFailedError: a task failed and ``on_failure`` is ``None``.
-        Interrupted: SIGINT/SIGTERM (when the signal had no other Python handler to pass it to).
+        Interrupted: SIGINT/SIGTERM (when the signal had no other Python handler to pass it to). The
+            outstanding tasks were stopped first; a ``cluster`` whose connection this process made
+            (``owns_connection``) was closed to stop them.
         Exception: whatever ``fn`` or a callback raised.
 
     Example:
@@ -508,7 +513,12 @@ def _run_on_ray(fn: Callable[..., Any], items: list[Any], on_result: Callable[[A
                 # Ray turns an exception raised by a signal handler inside ray.wait into a plain
                 # KeyboardInterrupt: the signal's number is in state["signum"]
                 signum = getattr(err, "signum", None) or state["signum"] or signal.SIGINT
-                _cancel(ray, list(running))
+                if cluster.owns_connection:
+                    # leaving the cluster stops every task this process owns; cancelling them one by one
+                    # raced with their replies and could abort this process inside Ray (see _cancel)
+                    cluster.close()
+                else:
+                    _cancel(ray, list(running))
                 running.clear()
                 bar.close()
                 logger.info("interrupted by %s: cancelled the outstanding tasks (%d not started)",
@@ -522,7 +532,19 @@ def _run_on_ray(fn: Callable[..., Any], items: list[Any], on_result: Callable[[A
     return stats
 
 
-def _cancel(ray: Any, refs: list[Any]) -> None:
+def _cancel(ray: Any, refs: list[Any], grace: float = CANCEL_GRACE_S) -> None:
+    """Stop the tasks of ``refs``: first by raising KeyboardInterrupt in each (a task that is finishing
+    finishes normally), then, after ``grace`` seconds, by killing the worker of any that still runs.
+
+    Killing at once raced with a task's own reply: a reply that arrived after the kill had already failed
+    the task aborted this process inside Ray's core worker ("Tried to complete task that was not pending").
+    """
     for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=False)
+    left = list(refs)
+    with contextlib.suppress(Exception):
+        _, left = ray.wait(left, num_returns=len(left), timeout=grace)
+    for ref in left:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
