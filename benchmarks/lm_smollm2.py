@@ -40,6 +40,10 @@ from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic, topic_pat
 from probe.zoo.lm import lm_cache_path
 
 WINDOW = 43  # every corpus text has at least this many tokens (prompt of 3-9 + 40 sampled)
+#: How topic codes are found: over the tokens the topic's keyword regex matches (the paper's code search), or
+#: over every continuation position of the topic's texts.
+CODE_SEARCH = {"keyword": "tokens matching the topic's keyword regex, precision >= 0.3, recall >= 0.05, >= 3 hits",
+               "text": "continuation positions of the topic's texts, precision >= 0.5, >= 10 hits"}
 
 
 def log(msg: str, t0: float) -> None:
@@ -173,55 +177,96 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     code_rows.append({"topic": "mean", "code P / R": f"{summ['average_precision']:.2f} / {summ['average_recall']:.2f}",
                       "best MLP neuron, same recall: P": f"{summ['neuron_average_precision']:.2f}"})
     log(f"keyword codes: {summ}", t0)
-    # (b) topic codes: codes that fire inside one topic's texts (sampled positions of the training texts),
-    # ranked by rank_codes; their held-out precision (share of their firings inside texts of that topic)
+    # (b) the codes forced for steering, ranked by rank_codes over the training texts (CODE_SEARCH), and their
+    # held-out precision: the share of their firings on held-out positions of the same kind (keyword tokens of the
+    # topic, or continuation positions of the topic's texts)
     codes_tr = codebook.collect_codes(model, xt, batch_size=32)
     cont_tr = torch.arange(WINDOW)[None, :] >= torch.tensor(train.prompt_lengths)[:, None]
     cont_ev = torch.arange(WINDOW)[None, :] >= torch.tensor(ev.prompt_lengths[: len(ev_tokens)])[:, None]
     _, yt = train.windows(WINDOW)
     ye = ev.windows(WINDOW)[1][: len(ev_tokens)]
+    pieces_tr = [[tok.decode([int(i)]) for i in row] for row in xt.tolist()]
+    kw_tr = torch.full(xt.shape, -1, dtype=torch.long)
+    for i, topic in enumerate(names):
+        kw_tr = torch.where((codebook.regex_labels(pieces_tr, topic_pattern(topic)) > 0) & (kw_tr < 0), i, kw_tr)
     topic_codes = {}
     for i, topic in enumerate(names):
-        ranked = codebook.rank_codes(model, xt, yt, i, mask=cont_tr, codes=codes_tr, n=args.force, min_hits=10)
+        if args.topic_codes == "keyword":
+            ranked = codebook.rank_codes(model, xt, kw_tr, i, codes=codes_tr, n=args.force, min_hits=3,
+                                         min_precision=0.3, min_recall=0.05)
+            mask_ev, lab_ev = torch.ones_like(kw, dtype=torch.bool), kw
+        else:
+            ranked = codebook.rank_codes(model, xt, yt, i, mask=cont_tr, codes=codes_tr, n=args.force, min_hits=10)
+            mask_ev, lab_ev = cont_ev, ye
         topic_codes[topic] = ranked
         hit = fired = 0
         for st in ranked:
-            on = (codes_ev[st.site][..., st.group, :] == st.code).any(-1).cpu() & cont_ev
+            on = (codes_ev[st.site][..., st.group, :] == st.code).any(-1).cpu() & mask_ev
             fired += int(on.sum())
-            hit += int((on & (ye == i)).sum())
+            hit += int((on & (lab_ev == i)).sum())
         for row in code_rows:
             if row["topic"] == topic:
-                row[f"top {args.force} topic codes: train P"] = (
-                    f"{sum(st.precision for st in ranked) / max(1, len(ranked)):.2f}")
+                row["codes forced"] = len(ranked)
+                row["their train P"] = f"{sum(st.precision for st in ranked) / max(1, len(ranked)):.2f}"
                 row["held-out P"] = f"{hit / fired:.2f}" if fired else "n/a"
     if args.save:
         codebook.save_codebooks(cbs, args.save)
         Path(args.save, "topic_codes.json").write_text(json.dumps(
             {tp: [[st.site, st.group, st.code] for st in r] for tp, r in topic_codes.items()}))
+    prompts = list(NEUTRAL_PROMPTS[: args.steer_prompts])
     t = time.perf_counter()
-    steer = codebook.topic_steering(model, topic_codes, NEUTRAL_PROMPTS, on_topic, n_samples=args.steer_samples,
+    steer_codes = {tp: r for tp, r in topic_codes.items() if r}
+    steer = codebook.topic_steering(model, steer_codes, prompts, on_topic, n_samples=args.steer_samples,
                                     n_new=args.new_tokens, mode="append", repeat=args.repeat, seed=0)
     steer_s = time.perf_counter() - t
-    steer_rows = [{"topic": tp, "steered on-topic": f"{steer.steered[tp]:.3f}",
-                   "baseline on-topic": f"{steer.baseline[tp]:.3f}", "codes forced": len(steer.codes[tp]),
-                   "example (steered)": steer.examples[tp][0][:90].replace("\n", " ").replace("|", "/")}
-                  for tp in steer.steered]
-    steer_rows.append({"topic": "mean", "steered on-topic": f"{steer.mean_steered:.3f}",
-                       "baseline on-topic": f"{steer.mean_baseline:.3f}"})
-    log(f"steering {steer_s:.0f} s: {steer.mean_steered:.3f} vs {steer.mean_baseline:.3f}", t0)
+    log(f"code steering {steer_s:.0f} s: {steer.mean_steered:.3f} vs {steer.mean_baseline:.3f}, perplexity "
+        f"{steer.mean_steered_perplexity:.1f} vs {steer.baseline_perplexity:.1f}", t0)
+    codebook.detach(model)
+    # the activation-addition baseline on the model without codebooks: a topic's mean residual difference
+    # (continuation positions of its training texts vs the other topics') added at one layer
+    add_site = f"blocks.{args.add_layer}.hook_resid_post"
+    vectors = {tp: codebook.mean_difference(model, xt, yt, i, add_site, mask=cont_tr) for i, tp in enumerate(names)}
+    adds = {}
+    for scale in args.add_scales:
+        adds[scale] = codebook.addition_steering(model, vectors, prompts, on_topic, site=add_site, scale=scale,
+                                                 n_samples=args.steer_samples, n_new=args.new_tokens, seed=0)
+        log(f"activation addition x{scale:g}: {adds[scale].mean_steered:.3f} vs {adds[scale].mean_baseline:.3f}, "
+            f"perplexity {adds[scale].mean_steered_perplexity:.1f}", t0)
+    fair = [sc for sc, r in adds.items() if r.mean_steered_perplexity <= 2 * r.baseline_perplexity]
+    best = max(fair or adds, key=lambda sc: adds[sc].mean_steered)
+    add = adds[best]
+    steer_rows = [{"topic": tp, "baseline": f"{steer.baseline[tp]:.0%}",
+                   "codes forced": f"{steer.steered[tp]:.0%}" if tp in steer.steered else "no codes",
+                   "perplexity (codes)": f"{steer.steered_perplexity[tp]:.1f}" if tp in steer.steered else "",
+                   "baseline, no codebooks": f"{add.baseline[tp]:.0%}",
+                   f"activation addition x{best:g}": f"{add.steered[tp]:.0%}",
+                   "perplexity (addition)": f"{add.steered_perplexity[tp]:.1f}",
+                   "example (codes forced)": (steer.examples.get(tp) or [""])[0][:80].replace("\n", " ").replace("|", "/")}
+                  for tp in names]
+    steer_rows.append({"topic": "mean", "baseline": f"{steer.mean_baseline:.1%}", "codes forced": f"{steer.mean_steered:.1%}",
+                       "perplexity (codes)": f"{steer.mean_steered_perplexity:.1f} (unsteered {steer.baseline_perplexity:.1f})",
+                       "baseline, no codebooks": f"{add.mean_baseline:.1%}",
+                       f"activation addition x{best:g}": f"{add.mean_steered:.1%}",
+                       "perplexity (addition)": f"{add.mean_steered_perplexity:.1f} (unsteered {add.baseline_perplexity:.1f})"})
+    scale_rows = [{"scale": f"{sc:g}", "mean on-topic": f"{r.mean_steered:.1%}",
+                   "mean perplexity": f"{r.mean_steered_perplexity:.1f}",
+                   "within 2x the unsteered perplexity": str(r.mean_steered_perplexity <= 2 * r.baseline_perplexity)}
+                  for sc, r in adds.items()]
     notes = [f"codebooks: {sites}, {args.n_codes} codes each, k=1, cosine, commitment 0.25, dead codes re-seeded "
              f"every 10 steps; dead share on held-out text {dead:.2f}; k-means on {init_texts.numel()} tokens of "
              f"{len(init_texts)} training texts, then trained on all {len(xt)}; held-out: {ev_tokens.numel()} tokens of {len(ev_tokens)} texts whose "
              "openings are not in training",
-             f"steering: top {args.force} topic codes per topic by rank_codes (Wilson lower bound of the share of "
-             "a code's firings that fall inside texts of the topic, sampled positions of the training texts, >= 10 "
-             f"hits, precision >= 0.5) appended {args.repeat}x at every position; "
-             f"{len(NEUTRAL_PROMPTS)} neutral prompts x {args.steer_samples} samples x {args.new_tokens} new tokens "
-             f"per topic (temperature 0.8, top-p 0.95, KV cache); on-topic: keyword classifier "
-             f"(probe.data.lmtext.on_topic) on the continuation; {steer_s:.0f} s",
+             f"steering: {args.topic_codes} codes, the top {args.force} per topic by rank_codes ({CODE_SEARCH[args.topic_codes]}) "
+             f"appended {args.repeat}x at every position; {len(prompts)} neutral prompts x {args.steer_samples} samples "
+             f"x {args.new_tokens} new tokens per topic (temperature 0.8, top-p 0.95, KV cache, the same seeds for "
+             "every method); on-topic: keyword classifier (probe.data.lmtext.on_topic) on the continuation; perplexity: "
+             f"of the continuations given the prompt under the unmodified model; {steer_s:.0f} s",
+             f"activation addition: per topic, the mean of blocks.{args.add_layer}.hook_resid_post over the continuation "
+             "positions of the topic's training texts minus the mean over the other topics' texts, times the scale, "
+             f"added at every position (model without codebooks); scales tried {args.add_scales}, the best within 2x "
+             f"the unsteered perplexity is shown: x{best:g}",
              f"baseline continuations (codebooks attached, nothing forced): {steer.baseline_examples[:2]!r}"]
-    codebook.detach(model)
-    return loss_rows, code_rows, steer_rows, notes
+    return loss_rows, code_rows, steer_rows, scale_rows, notes
 
 
 def main() -> None:
@@ -238,7 +283,12 @@ def main() -> None:
     ap.add_argument("--eval-texts", type=int, default=64)
     ap.add_argument("--force", type=int, default=16, help="codes forced per topic")
     ap.add_argument("--repeat", type=int, default=1, help="times each forced code is appended")
-    ap.add_argument("--steer-samples", type=int, default=4)
+    ap.add_argument("--steer-prompts", type=int, default=4, help="neutral prompts (the first N)")
+    ap.add_argument("--steer-samples", type=int, default=10, help="continuations per prompt and topic")
+    ap.add_argument("--topic-codes", choices=sorted(CODE_SEARCH), default="text",
+                    help="how the forced codes are found (see CODE_SEARCH)")
+    ap.add_argument("--add-layer", type=int, default=6, help="activation addition: the residual stream after this block")
+    ap.add_argument("--add-scales", type=float, nargs="+", default=[4.0, 8.0])
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--save", default="", help="folder for the trained codebooks and the topic codes")
@@ -271,14 +321,16 @@ def main() -> None:
                                   "(avg_k router)", "columns": list(task_rows[0]), "rows": task_rows})
         notes += n
     if "codebook" in args.parts:
-        loss_rows, code_rows, steer_rows, n = part_codebook(model, train, ev, args, t0)
+        loss_rows, code_rows, steer_rows, scale_rows, n = part_codebook(model, train, ev, args, t0)
         tables.append({"caption": "Codebooks on MLP outputs: held-out next-token loss", "columns": list(loss_rows[0]),
                        "rows": loss_rows})
         tables.append({"caption": "Codes for each topic's keyword tokens (held-out; best code by F1 vs the best MLP "
                                   "neuron of the same layers at the same recall) and the topic codes used for "
                                   "steering", "columns": list(code_rows[0]), "rows": code_rows})
-        tables.append({"caption": "Topic steering: share of continuations on the topic",
-                       "columns": list(steer_rows[0]), "rows": steer_rows})
+        tables.append({"caption": "Topic steering: share of continuations on the topic, and their perplexity under "
+                                  "the unmodified model", "columns": list(steer_rows[0]), "rows": steer_rows})
+        tables.append({"caption": f"Activation addition at blocks.{args.add_layer}: the scales tried",
+                       "columns": list(scale_rows[0]), "rows": scale_rows})
         notes += n
     total = time.perf_counter() - t0
     notes.append(f"whole run {total / 60:.1f} min (parts {args.parts})")

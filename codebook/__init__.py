@@ -41,7 +41,16 @@ from codebook.steer import (
     patch_codes,
     record_codes,
 )
-from codebook.topics import CodeStat, TopicSteeringResult, rank_codes, topic_steering
+from codebook.topics import (
+    CodeStat,
+    TopicSteeringResult,
+    add_vector,
+    addition_steering,
+    continuation_perplexity,
+    mean_difference,
+    rank_codes,
+    topic_steering,
+)
 from codebook.train import (
     CodebookMetrics,
     TrainConfig,
@@ -74,11 +83,14 @@ __all__ = [
     "UnknownHookError",
     "__version__",
     "ablate_codes",
+    "add_vector",
+    "addition_steering",
     "attach",
     "attached",
     "codebook_metrics",
     "codes_hook_name",
     "collect_codes",
+    "continuation_perplexity",
     "detach",
     "fit_tokfsm",
     "force_codes",
@@ -88,6 +100,7 @@ __all__ = [
     "init_codebooks",
     "load_codebooks",
     "load_model_weights",
+    "mean_difference",
     "patch_codes",
     "rank_codes",
     "record_codes",
