@@ -288,7 +288,7 @@ def main() -> None:
     ap.add_argument("--topic-codes", choices=sorted(CODE_SEARCH), default="text",
                     help="how the forced codes are found (see CODE_SEARCH)")
     ap.add_argument("--add-layer", type=int, default=6, help="activation addition: the residual stream after this block")
-    ap.add_argument("--add-scales", type=float, nargs="+", default=[4.0, 8.0])
+    ap.add_argument("--add-scales", type=float, nargs="+", default=[2.0, 3.0, 4.0])
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--save", default="", help="folder for the trained codebooks and the topic codes")

@@ -151,14 +151,29 @@ for topic, stats in steer_codes.items():
         print(f'{topic:>9}:', repr(model.generate(prompt, max_new_tokens=16, do_sample=False, verbose=False)))
 
 # %% [markdown]
-# `topic_steering` measures it: sampled continuations of neutral prompts with each topic's codes forced, against the same sampling (same seeds) without forcing, classified by the keyword regex classifier. The benchmark also reports the steered text's perplexity under the unmodified model, so that degenerate repetition of a topic word does not count as fluent success; at these sizes expect on-topic words in broken sentences.
+# `topic_steering` measures it: sampled continuations of neutral prompts with each topic's codes forced, against the same sampling (same seeds) without forcing, classified by the keyword regex classifier. It also reports the perplexity of what was written under the unmodified model (`continuation_perplexity`: codebooks switched off, nothing forced), so that degenerate repetition of a topic word does not count as success; at these sizes expect on-topic words in broken sentences and a perplexity several times the unsteered one.
 
 # %%
 res = codebook.topic_steering(model, steer_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=3, n_new=16)
 for topic in res.steered:
     print(f'{topic}: on-topic {res.steered[topic]:.0%} steered vs {res.baseline[topic]:.0%} unsteered; '
+          f'perplexity {res.steered_perplexity[topic]:.1f} vs {res.baseline_perplexity:.1f}; '
           f'e.g. {res.examples[topic][0]!r}')
 codebook.detach(model)   # the exact base model again
+
+# %% [markdown]
+# **A baseline the paper did not run: activation addition.** `mean_difference` takes the mean residual stream (here after block 6) over the sampled positions of one topic's texts minus the mean over the other topic's; `addition_steering` adds it, times a scale, at every position while sampling, and measures it exactly as `topic_steering` does (same prompts, seeds, classifier and perplexity), on the model without codebooks. The scale trades topic for fluency: the benchmark tries several and reports the best whose perplexity stays within 2x the unsteered one.
+
+# %%
+sampled = torch.arange(window)[None, :] >= torch.tensor(train.prompt_lengths)[:, None]
+site = 'blocks.6.hook_resid_post'
+vectors = {topic: codebook.mean_difference(model, x, topic_ids, i, site, mask=sampled)
+           for i, topic in enumerate(corpus.topic_names)}
+add = codebook.addition_steering(model, vectors, NEUTRAL_PROMPTS[:4], on_topic, site=site, scale=3.0,
+                                 n_samples=3, n_new=16)
+for topic in add.steered:
+    print(f'{topic}: on-topic {add.steered[topic]:.0%} with the vector added vs {add.baseline[topic]:.0%} without; '
+          f'perplexity {add.steered_perplexity[topic]:.1f} vs {add.baseline_perplexity:.1f}')
 
 # %% [markdown]
 # ## 5. Emergent experts in a gated MLP
