@@ -9,15 +9,19 @@ Parts (``--parts``, all by default):
 3. ``moe``: ``probe.moe.detect`` on the gated SiLU MLPs of ``--moe-layers`` (64 experts of 24 neurons, top 25%):
    coverage of each partitioner versus random partitions, and next-token accuracy on held-out text with only
    25% / 50% of the experts of those layers active (parameter-free ``avg_k`` router).
-4. ``codebook``: codebooks (k=1, cosine) on ``blocks.L.hook_mlp_out`` of ``--cb-layers``, k-means initialised on
-   the training texts and trained briefly with the language-model loss (model frozen); held-out loss of the
-   model without codebooks, with k-means codes and after training; topic codes (the codes that fire on each
-   topic's keywords, by ``codebook.search_by_regex`` best code and ``codebook.rank_codes``); topic steering:
-   the top ``--force`` codes of each topic forced on (appended) at every position while sampling
-   continuations of 8 neutral prompts, share classified on-topic by the keyword classifier versus the same
-   sampling without forcing.
+4. ``codebook``: per-head attention codebooks on ``blocks.L.attn.hook_z`` (k-means only) and codebooks (k=1,
+   cosine) on ``blocks.L.hook_mlp_out`` of ``--cb-layers``, k-means initialised on the training texts and
+   trained briefly with the language-model loss (model frozen); held-out loss and perplexity without
+   codebooks, with k-means codes and after training, dead codes, and the training step time against a plain
+   training step of the base model; codes for each topic's keywords (``codebook.search_by_labels``) and the
+   topic codes forced for steering (``codebook.rank_codes``, ``--topic-codes``); topic steering, the paper's
+   protocol: the topic codes appended at every position while sampling continuations of ``--steer-prompts``
+   neutral prompts x ``--steer-samples``, share on the topic by the keyword classifier and perplexity under
+   the unmodified model, against the same sampling without forcing; and the activation-addition baseline
+   (``codebook.addition_steering``: the topic's mean residual difference at ``--add-layer`` times each of
+   ``--add-scales``, on the model without codebooks), measured the same way.
 
-Run (about 12-15 minutes on 2 busy CPU cores, one torch thread; the corpus adds ~4 min the first time):
+Run (about 20-25 minutes on 2 busy CPU cores, one torch thread; the corpus adds ~4 min the first time):
     .venv/bin/python benchmarks/lm_smollm2.py
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -132,18 +137,43 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     ev_tokens = xe[: args.eval_texts]
     base = lm_eval(model, ev_tokens)
     log(f"base eval {base}", t0)
+    init_texts = xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(1))[: args.init_texts]]
+    init_batches = [init_texts[i:i + 32] for i in range(0, len(init_texts), 32)]
+    # a plain training step of the base model (forward + backward through every weight), the step-time reference
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(xt), generator=g)
+    batches = [xt[order[i:i + args.batch]] for i in range(0, len(xt) - args.batch + 1, args.batch)]
+    grads = [q.requires_grad for q in model.parameters()]
+    for q in model.parameters():
+        q.requires_grad_(True)
+    plain = []
+    for b in batches[:3]:
+        t = time.perf_counter()
+        model(b, return_type="loss").backward()
+        plain.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    for q, r in zip(model.parameters(), grads, strict=True):
+        q.requires_grad_(r)
+    plain_step = sorted(plain)[1]
+    # per-head attention codebooks (blocks.L.attn.hook_z, one codebook per head), k-means initialised only
+    attn_sites = [f"blocks.{L}.attn.hook_z" for L in args.cb_layers]
+    attn = codebook.attach(model, attn_sites, codebook.CodebookConfig(n_codes=args.attn_codes, k=1))
+    t = time.perf_counter()
+    codebook.init_codebooks(model, attn, init_batches)
+    attn_init_s = time.perf_counter() - t
+    attn_eval = lm_eval(model, ev_tokens)
+    attn_dead = codebook.codebook_metrics(model, attn, [ev_tokens])
+    attn_dead = sum(m.dead_fraction for m in attn_dead.values()) / len(attn_dead)
+    codebook.detach(model)
+    log(f"attention codebooks (k-means) {attn_init_s:.0f} s, eval {attn_eval}, dead {attn_dead:.2f}", t0)
     sites = [f"blocks.{L}.hook_mlp_out" for L in args.cb_layers]
     cfg = codebook.CodebookConfig(n_codes=args.n_codes, k=1, commitment=0.25, dead_code_every=10)
     cbs = codebook.attach(model, sites, cfg)
     t = time.perf_counter()
-    init_texts = xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(1))[: args.init_texts]]
-    codebook.init_codebooks(model, cbs, [init_texts[i:i + 32] for i in range(0, len(init_texts), 32)])
+    codebook.init_codebooks(model, cbs, init_batches)
     init_s = time.perf_counter() - t
     km = lm_eval(model, ev_tokens)
     log(f"k-means init {init_s:.0f} s, eval {km}", t0)
-    g = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(xt), generator=g)
-    batches = [xt[order[i:i + args.batch]] for i in range(0, len(xt) - args.batch + 1, args.batch)]
     res = codebook.train(model, cbs, batches, codebook.TrainConfig(
         steps=args.steps, lr_codebook=1e-3, freeze_model=True, lr_schedule="cosine", check_every=5),
         verbose=False)
@@ -151,13 +181,20 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     log(f"trained {args.steps} steps in {res.seconds:.0f} s, eval {trained}", t0)
     metrics = codebook.codebook_metrics(model, cbs, [ev_tokens])
     dead = sum(m.dead_fraction for m in metrics.values()) / len(metrics)
+    step = res.seconds / max(1, res.steps)
+
+    def row(name: str, ev: dict, dead_share: str = "") -> dict:
+        return {"model": name, "held-out loss": f"{ev['loss']:.3f}", "perplexity": f"{math.exp(ev['loss']):.1f}",
+                "next-token accuracy": f"{ev['accuracy']:.3f}", "dead codes": dead_share}
+
     loss_rows = [
-        {"model": "SmolLM2-135M (no codebooks)", "held-out loss": f"{base['loss']:.3f}",
-         "next-token accuracy": f"{base['accuracy']:.3f}"},
-        {"model": f"+ codebooks, k-means init ({init_s:.0f} s)", "held-out loss": f"{km['loss']:.3f}",
-         "next-token accuracy": f"{km['accuracy']:.3f}"},
-        {"model": f"+ codebooks, trained {args.steps} steps of {args.batch} x {WINDOW} tokens ({res.seconds:.0f} s)",
-         "held-out loss": f"{trained['loss']:.3f}", "next-token accuracy": f"{trained['accuracy']:.3f}"},
+        row("SmolLM2-135M (no codebooks)", base),
+        row(f"+ per-head attention codebooks at hook_z ({args.attn_codes} codes per head), k-means only "
+            f"({attn_init_s:.0f} s)", attn_eval, f"{attn_dead:.2f}"),
+        row(f"+ MLP-output codebooks ({args.n_codes} codes), k-means init ({init_s:.0f} s)", km),
+        row(f"+ MLP-output codebooks, trained {args.steps} steps of {args.batch} x {WINDOW} tokens "
+            f"({res.seconds:.0f} s; {step:.2f} s per step = {step / plain_step:.2f}x a plain training step of the "
+            f"base model, {plain_step:.2f} s)", trained, f"{dead:.2f}"),
     ]
     # (a) keyword codes: the best code per topic for the tokens of its keywords (held-out), vs the best neuron
     tok = model.tokenizer
@@ -277,6 +314,7 @@ def main() -> None:
     ap.add_argument("--moe-layers", type=int, nargs="+", default=[3, 15, 27])
     ap.add_argument("--cb-layers", type=int, nargs="+", default=[3, 9, 15, 21])
     ap.add_argument("--n-codes", type=int, default=512)
+    ap.add_argument("--attn-codes", type=int, default=128, help="codes per head of the attention codebooks")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--init-texts", type=int, default=128, help="training texts the k-means runs on")
     ap.add_argument("--batch", type=int, default=8)
