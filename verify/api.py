@@ -12,6 +12,9 @@ every phase included); each phase reads and extends one :class:`VerifyContext` a
 3. **milp_quick** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause
    on the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
    of the time in all); NAP queries, whose fixed states remove most binaries, usually end here;
+3a. **patterns** — with ``verify(..., starts=inputs)`` (e.g. the images that follow a NAP): local search over
+   activation patterns from those inputs (:func:`verify.attack.pattern_search`: one LP per pattern, flipping
+   the free neurons the optimum pushes against), ``PATTERN_SHARE`` of the time left;
 3b. **bab** — clauses still open go to branch and bound on ReLU splits (:mod:`verify.bab`): domains bounded
    with CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split
    on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left;
@@ -34,7 +37,7 @@ Example:
     >>> verify(net, spec, options=VerifyOptions(solver="highs", timeout=120)).method  # doctest: +SKIP
     'bab'
     >>> [name for name, _ in PHASES]
-    ['attack', 'bounds', 'alpha', 'milp_quick', 'bab', 'lp_bounds', 'milp']
+    ['attack', 'bounds', 'alpha', 'milp_quick', 'patterns', 'bab', 'lp_bounds', 'milp']
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ __all__ = ["PHASES", "Verdict", "VerifyContext", "VerifyOptions", "nap_ambiguity
            "verify"]
 
 logger = logging.getLogger(__name__)
+
+#: The share of the time left after the quick MILP pass that the activation-pattern search may take.
+PATTERN_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,7 @@ class VerifyContext:
         pending, unknown: clauses still open after a time limit, and those whose solver candidates did not
             re-check.
         milp_start: when the current stretch of MILP time began (for ``timings["milp"]``).
+        starts: the caller's inputs for the activation-pattern search (``verify(..., starts=...)``), or None.
 
     Example:
         >>> ctx = VerifyContext(net, spec, VerifyOptions(timeout=10))               # doctest: +SKIP
@@ -199,6 +206,7 @@ class VerifyContext:
     pending: list[int] = field(default_factory=list)
     unknown: list[int] = field(default_factory=list)
     milp_start: float = 0.0
+    starts: np.ndarray | None = None
 
     @property
     def bab_share(self) -> float:
@@ -275,7 +283,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
            bab_share: float | None = None, device: str = "cpu", bab_memory: int = 4 * 2**30,
-           options: VerifyOptions | None = None) -> VerificationResult:
+           options: VerifyOptions | None = None, starts: np.ndarray | None = None) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``: run the phases of :data:`PHASES` until one decides.
 
     Args:
@@ -288,6 +296,9 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
             shared between queries on the same box (e.g. one per competitor class): its CROWN bounds are
             used as they are and its LP-tightened bounds are computed at most once. ``None``: computed here.
         options: the settings as one :class:`VerifyOptions`, instead of the keywords above (not both).
+        starts: optional ``(n, n_inputs)`` inputs for the activation-pattern search
+            (:func:`verify.attack.pattern_search`), run on the clauses the quick MILP pass leaves open: e.g.
+            the images that follow a NAP, for a NAP robustness query. ``None``: no pattern search.
 
     Returns:
         A :class:`VerificationResult`; ``falsified`` always carries a re-checked counterexample.
@@ -309,13 +320,20 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
                        quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
                        bab_share=bab_share, device=device, bab_memory=bab_memory)
     _check_problem(network, spec)
+    if starts is not None:
+        starts = np.asarray(starts, dtype=np.float64)
+        if starts.ndim == 1:
+            starts = starts.reshape(1, -1)
+        if starts.ndim != 2 or starts.shape[1] != network.n_inputs or not np.all(np.isfinite(starts)):
+            raise SpecError(f"starts must be finite inputs of shape (n, {network.n_inputs}); got an array of "
+                            f"shape {starts.shape}")
     if options.bab_share_for(spec) > 0:
         from verify.bab import check_memory
 
         check_memory(network, spec, options.bab_memory)
     t0 = time.perf_counter()
     ctx = VerifyContext(network, spec, options, bounds=bounds, t0=t0, deadline=t0 + float(options.timeout),
-                        stats={"clauses": len(spec.unsafe)})
+                        stats={"clauses": len(spec.unsafe)}, starts=starts)
     for name, phase in PHASES:
         verdict = phase(ctx)
         if verdict is not None:
@@ -444,12 +462,36 @@ def _quick_milp_phase(ctx: VerifyContext) -> Verdict | None:
     return None
 
 
+def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
+    """3a. Local search over activation patterns from the caller's ``starts`` for the clauses the quick MILP
+    left open (:func:`verify.attack.pattern_search`), ``PATTERN_SHARE`` of the time left; skipped without
+    starts."""
+    from verify.attack import pattern_search
+
+    if ctx.starts is None or not ctx.pending:
+        return None
+    tp = time.perf_counter()
+    ctx.timings["milp_quick"] = tp - ctx.milp_start
+    spec = ctx.spec
+    sub = Spec(spec.lower, spec.upper, [spec.unsafe[i] for i in ctx.pending], spec.relu_states, spec.name)
+    x = pattern_search(ctx.network, sub, ctx.starts, deadline=tp + PATTERN_SHARE * (ctx.deadline - tp))
+    cex = None if x is None else _confirm(ctx.network, spec, x)
+    ctx.timings["patterns"] = time.perf_counter() - tp
+    ctx.stats["patterns"] = {"found": cex is not None, "candidate_rejected": x is not None and cex is None}
+    ctx.milp_start = time.perf_counter()
+    if cex is not None:
+        return Verdict("falsified", "patterns", cex)
+    if ctx.timed_out():
+        return Verdict("timeout", message="time ran out during the activation-pattern search")
+    return None
+
+
 def _bab_phase(ctx: VerifyContext) -> Verdict | None:
     """3b. Branch and bound on ReLU splits (alpha/beta-CROWN bounds per domain) for the clauses the quick
     MILP left open; ``bab_share`` of the time left (0: skipped)."""
     if not ctx.bab_share > 0:
         return None
-    ctx.timings["milp_quick"] = time.perf_counter() - ctx.milp_start
+    ctx.timings.setdefault("milp_quick", time.perf_counter() - ctx.milp_start)
     cex, ctx.pending = _run_bab(ctx, ctx.pending)
     if cex is not None:
         return Verdict("falsified", "bab", cex)
@@ -511,6 +553,7 @@ PHASES: tuple[tuple[str, Callable[[VerifyContext], Verdict | None]], ...] = (
     ("bounds", _bounds_phase),
     ("alpha", _alpha_phase),
     ("milp_quick", _quick_milp_phase),
+    ("patterns", _pattern_phase),
     ("bab", _bab_phase),
     ("lp_bounds", _lp_bounds_phase),
     ("milp", _milp_phase),

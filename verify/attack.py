@@ -24,7 +24,7 @@ import torch
 
 from verify.properties import Spec
 
-__all__ = ["pgd_attack", "spec_loss"]
+__all__ = ["pattern_search", "pgd_attack", "spec_loss"]
 
 #: Signed-gradient steps of an output-diversified start (each a quarter of the box width at most).
 ODS_STEPS = 10
@@ -138,3 +138,117 @@ def _pgd(net, spec: Spec, restarts: int, steps: int, seed: int, deadline: float 
     if best is None or best_loss > 0:
         return None
     return best.double().numpy()
+
+
+#: Pre-activation margin that a fixed-active neuron keeps in :func:`pattern_search`'s LPs (fixed states are
+#: followed strictly: active means > 0), and that a fixed-inactive one keeps below 0.
+PATTERN_MARGIN = 1e-6
+#: A free neuron whose pre-activation is within this of 0 at an LP optimum is flipped for the next LP.
+PATTERN_TIGHT = 1e-6
+
+
+def _pattern_affine(net, pattern: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``z_k = A_k x + c_k`` for every ReLU layer and the output while every neuron keeps ``pattern``."""
+    a, c = net.weights[0], net.biases[0]
+    mats, offs = [a], [c]
+    for k in range(1, len(net.weights)):
+        d = pattern[k - 1].astype(np.float64)
+        a = net.weights[k] @ (d[:, None] * a)
+        c = net.weights[k] @ (d * c) + net.biases[k]
+        mats.append(a)
+        offs.append(c)
+    return mats, offs
+
+
+def _pattern_lp(net, spec: Spec, clause: int, pattern: list[np.ndarray], fixed: list[np.ndarray],
+                limit: float) -> tuple[np.ndarray, float] | None:
+    """The input of the box with activation ``pattern`` that goes deepest into ``clause`` (the LP
+    ``min t`` s.t. ``A y - b <= t``, ``y`` affine in ``x`` under the pattern); ``(x, t)`` or ``None``
+    (infeasible pattern, solver stopped)."""
+    from scipy.optimize import linprog
+
+    mats, offs = _pattern_affine(net, pattern)
+    rows, rhs = [], []
+    for k, on in enumerate(pattern):
+        sign = np.where(on, -1.0, 1.0)  # active: -z <= 0, inactive: z <= 0 (fixed ones by a margin)
+        rows.append(sign[:, None] * mats[k])
+        rhs.append(-sign * offs[k] - np.where(fixed[k], PATTERN_MARGIN, 0.0))
+    a, b = spec.unsafe[clause]
+    rows.append(a @ mats[-1])
+    rhs.append(b - a @ offs[-1])
+    n = net.n_inputs
+    a_ub = np.hstack([np.vstack(rows), np.zeros((sum(r.shape[0] for r in rows), 1))])
+    a_ub[-a.shape[0]:, -1] = -1.0  # the clause rows: A (M x + m) - b <= t
+    cost = np.zeros(n + 1)
+    cost[-1] = 1.0
+    bounds = [*zip(spec.lower, spec.upper, strict=True), (None, None)]
+    out = linprog(cost, A_ub=a_ub, b_ub=np.concatenate(rhs), bounds=bounds, method="highs",
+                  options={"time_limit": max(limit, 0.01)})
+    if out.status != 0 or out.x is None:
+        return None
+    return np.asarray(out.x[:n], dtype=np.float64), float(out.fun)
+
+
+def pattern_search(net, spec: Spec, starts: np.ndarray, *, deadline: float | None = None, max_starts: int = 8,
+                   max_rounds: int = 30) -> np.ndarray | None:
+    """Falsify by local search over activation patterns, from given inputs (e.g. images that follow a NAP).
+
+    Within one activation pattern the network is affine, so the input of the box that goes deepest into an
+    unsafe clause while keeping that pattern is one LP. From each start's own pattern (the starts that lie in
+    the box and follow ``spec.relu_states``, the most violating first), solve it; if the optimum is not
+    inside the clause, flip the free neurons whose pre-activation is 0 there (the walls of the pattern's
+    region that the optimum pushes against) and solve again, up to ``max_rounds`` times. Fixed neurons never
+    flip and keep a margin of :data:`PATTERN_MARGIN` from 0. NAP robustness queries that the MILP and branch
+    and bound cannot settle in 30 s are often falsified this way in a few LPs. Every candidate is only a
+    candidate: :func:`verify.api.verify` re-checks it.
+
+    Args:
+        net: a :class:`verify.network.ReluNetwork`.
+        spec: the property.
+        starts: ``(n, n_inputs)`` inputs.
+        deadline: ``time.perf_counter()`` value at which to stop.
+        max_starts: starts searched at most; max_rounds: LPs per start and clause at most.
+
+    Returns:
+        An input whose float64 output lies in an unsafe clause (flattened float64), or ``None``.
+
+    Example:
+        >>> x = pattern_search(net, spec, train_images_of_class_3, deadline=time.perf_counter() + 10)  # doctest: +SKIP
+    """
+    starts = np.asarray(starts, dtype=np.float64).reshape(-1, net.n_inputs)
+    inside = np.all((starts >= spec.lower) & (starts <= spec.upper), axis=1)
+    starts = starts[inside]
+    if not len(starts):
+        return None
+    pres = net.pre_activations(starts)
+    follow = np.ones(len(starts), bool)
+    fixed = [np.zeros(p.shape[1], bool) for p in pres]
+    for k, (act, ina) in (spec.relu_states or {}).items():
+        follow &= np.all(pres[k][:, act] > 0, axis=1) & np.all(pres[k][:, ina] <= 0, axis=1)
+        fixed[k] = act | ina
+    y = net.forward(starts)
+    for clause, (a, b) in enumerate(spec.unsafe):
+        if a.size == 0:  # every output is unsafe: a start that follows the states is a counterexample
+            if follow.any():
+                return starts[int(np.flatnonzero(follow)[0])]
+            continue
+        depth = np.max(y @ a.T - b, axis=1)
+        order = [int(i) for i in np.argsort(np.where(follow, depth, np.inf), kind="stable") if follow[i]]
+        for i in order[:max_starts]:
+            pattern = [p[i] > 0 for p in pres]
+            for _ in range(max_rounds):
+                left = np.inf if deadline is None else deadline - time.perf_counter()
+                if left <= 0:
+                    return None
+                found = _pattern_lp(net, spec, clause, pattern, fixed, min(left, 60.0))
+                if found is None:
+                    break
+                x, t = found
+                if t <= 0 and spec.violated_by(net.forward(x.reshape(1, -1))[0]):
+                    return x
+                z = net.pre_activations(x.reshape(1, -1))
+                flips = [(np.abs(zk[0]) < PATTERN_TIGHT) & ~fk for zk, fk in zip(z, fixed, strict=True)]
+                if not any(f.any() for f in flips):
+                    break
+                pattern = [np.where(f, ~p, p) for p, f in zip(pattern, flips, strict=True)]
+    return None

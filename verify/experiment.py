@@ -17,7 +17,9 @@ it on any ReLU network the toolkit loads (VNN-COMP ONNX networks, the reference 
    :func:`verify.nap_robustness` does); classes without a counted training sample are reported as empty.
    Before a query goes to the verifier, a test image that follows the NAP(s) and violates the property
    (NAP precision below 1 often means one exists) answers it ``falsified`` (method ``"data"``), once it
-   re-checks exactly like the verifier's own counterexamples;
+   re-checks exactly like the verifier's own counterexamples; the test images that follow the NAP are also
+   the starts of the verifier's activation-pattern search (``verify(..., starts=...)``, method
+   ``"patterns"``), which falsifies most queries the MILP cannot settle in the time limit;
 4. NAP-augmented robustness: for ``images`` test images (correctly classified, following their class's
    NAP), the largest L-inf radius proven with and without the NAP as fixed ReLU states (doubling from
    ``eps_start``, then ``refine`` bisection steps; every step is one :func:`verify.verify` call, except a
@@ -771,7 +773,8 @@ def nap_study(
         ambiguity: run the non-ambiguity queries.
         data_counterexamples: before a query goes to the verifier, look for a test image that follows the
             NAP(s) and violates the property (NAP precision below 1 often means one exists); one that
-            re-checks answers the query ``falsified`` with method ``"data"`` in milliseconds. Marabou's
+            re-checks answers the query ``falsified`` with method ``"data"`` in milliseconds; and give the
+            images that follow the NAP to the verifier as starts of its activation-pattern search. Marabou's
             queries always go to Marabou.
         radius_delta: the NAP delta of the NAP-augmented robustness study (default 0.99 when studied, else
             the first delta).
@@ -1027,7 +1030,8 @@ class _Run:
             if res is None:
                 shared, setup = self._shared_bounds(delta, c, states)
                 res = verify_property(self.net, spec, solver=self.settings["solver"],
-                                      timeout=self.settings["timeout"], attack=False, bounds=shared)
+                                      timeout=self.settings["timeout"], attack=False, bounds=shared,
+                                      starts=self._starts(delta, c))
             log.add(_result_record(res, id=rid, engine=_ENGINE, **base, shared_bounds_seconds=round(setup, 4)))
         mid = _rid(_MARABOU, delta, c, j)
         if self.settings["marabou"] and mid not in log:
@@ -1064,6 +1068,19 @@ class _Run:
                 outputs.append(self.net.forward(_flat(self.module, x)))
             self._follow_cache = {delta: (np.concatenate(follows), np.concatenate(outputs))}
         return self._follow_cache[delta]
+
+    def _starts(self, delta: float, c: int) -> np.ndarray | None:
+        """The test images that follow NAP_c at ``delta``, flattened: the starts of the activation-pattern
+        search (:func:`verify.attack.pattern_search`) of class ``c``'s robustness queries; ``None`` when
+        ``data_counterexamples`` is off or no image follows it."""
+        if not self.settings["data_counterexamples"]:
+            return None
+        follows, _ = self._followers(delta)
+        idx = np.flatnonzero(follows[:, c])
+        if not idx.size:
+            return None
+        x, _ = self.test.tensors([int(i) for i in idx])
+        return _flat(self.module, x)
 
     def _from_data(self, spec: Spec, delta: float, classes: Sequence[int], violates: Any,
                    margin: Any) -> VerificationResult | None:

@@ -88,7 +88,8 @@ class VerificationResult:
 
     Attributes:
         status: one of :data:`STATUSES`.
-        method: what decided it: ``"attack"``, ``"bounds"``, ``"bab"``, ``"milp"``, ``"nap-conflict"`` or ``""``.
+        method: what decided it: ``"attack"``, ``"bounds"``, ``"patterns"``, ``"bab"``, ``"milp"``,
+            ``"nap-conflict"`` or ``""``.
         counterexample: for ``falsified`` only.
         message: human-readable detail (why unknown/error, which clause, ...).
         timings: seconds per phase (``"build"``, ``"attack"``, ``"bounds"``, ``"milp"``, ``"total"``).

@@ -25,7 +25,7 @@ from verify.network import ReluNetwork
 from verify.properties import Spec, robustness
 from verify.result import RESULT_FILE, STATUSES, Counterexample, Status, VerificationResult
 
-PHASE_NAMES = ["attack", "bounds", "alpha", "milp_quick", "bab", "lp_bounds", "milp"]
+PHASE_NAMES = ["attack", "bounds", "alpha", "milp_quick", "patterns", "bab", "lp_bounds", "milp"]
 
 
 def _net(seed: int = 0, widths=(2, 5, 4, 3)) -> ReluNetwork:
