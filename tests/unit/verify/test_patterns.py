@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import relu_network
 from torch import nn
 
 from verify import verify
@@ -18,13 +19,7 @@ from verify.properties import Spec
 
 
 def _net(seed: int, widths=(3, 8, 8, 2)) -> ReluNetwork:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return ReluNetwork.from_torch(nn.Sequential(*layers), (widths[0],))
+    return relu_network(widths, seed)
 
 
 def _states_of(net: ReluNetwork, x: np.ndarray, share: float, rng: np.random.Generator) -> dict:
