@@ -320,13 +320,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
                        quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
                        bab_share=bab_share, device=device, bab_memory=bab_memory)
     _check_problem(network, spec)
-    if starts is not None:
-        starts = np.asarray(starts, dtype=np.float64)
-        if starts.ndim == 1:
-            starts = starts.reshape(1, -1)
-        if starts.ndim != 2 or starts.shape[1] != network.n_inputs or not np.all(np.isfinite(starts)):
-            raise SpecError(f"starts must be finite inputs of shape (n, {network.n_inputs}); got an array of "
-                            f"shape {starts.shape}")
+    starts = _check_starts(network, starts)
     if options.bab_share_for(spec) > 0:
         from verify.bab import check_memory
 
@@ -695,7 +689,8 @@ def _domain(network, lower: np.ndarray | None, upper: np.ndarray | None) -> tupl
 
 
 def _nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
-                          per_competitor: bool) -> list[VerificationResult] | VerificationResult:
+                          per_competitor: bool, starts: np.ndarray | None = None
+                          ) -> list[VerificationResult] | VerificationResult:
     """The NAP robustness queries of class ``c`` (see :func:`nap_robustness`)."""
     from verify.bounds import BoxBounds
 
@@ -705,10 +700,22 @@ def _nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray,
         # competitor queries
         shared = BoxBounds(network, lo, hi, states)
         return [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
-                       solver=solver, timeout=timeout, attack=False, bounds=shared)
+                       solver=solver, timeout=timeout, attack=False, bounds=shared, starts=starts)
                 for j in range(network.n_outputs) if j != c]
     return verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,
-                  timeout=timeout, attack=False)
+                  timeout=timeout, attack=False, starts=starts)
+
+
+def _check_starts(network, starts: np.ndarray | None) -> np.ndarray | None:
+    """``starts`` as a float64 ``(n, n_inputs)`` array (checked), or None."""
+    if starts is None:
+        return None
+    arr = np.asarray(starts, dtype=np.float64)
+    arr = arr.reshape(1, -1) if arr.ndim == 1 else arr.reshape(arr.shape[0], -1)
+    if arr.shape[1] != network.n_inputs or not np.all(np.isfinite(arr)):
+        raise SpecError(f"starts must be finite inputs of {network.n_inputs} values each; got an array of shape "
+                        f"{np.shape(starts)}")
+    return arr
 
 
 def _nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi: np.ndarray, solver: str,
@@ -734,7 +741,8 @@ def _parallel(workers: int | None, address: str | None) -> bool:
 def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: np.ndarray | None = None,
                    upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0,
                    per_competitor: bool = True, *, workers: int | None = None,
-                   address: str | None = None) -> dict[int, list[VerificationResult] | VerificationResult]:
+                   address: str | None = None, starts: np.ndarray | None = None
+                   ) -> dict[int, list[VerificationResult] | VerificationResult]:
     """NAP robustness: every input of the box (default: the unit box [0, 1]^n) that follows NAP_c is
     classified c.
 
@@ -751,6 +759,9 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
         workers, address: run the classes in parallel on Ray, one task per class
             (:func:`verify.distributed.nap_robustness_parallel`): ``address`` joins a cluster, else a local
             one with ``workers`` CPUs is started. Default (``workers`` 1 or ``None``, no address): here.
+        starts: optional inputs (e.g. training or test images, any class) for the activation-pattern search
+            of every query (``verify(..., starts=...)``); each query uses those that follow its NAP. Queries
+            the MILP cannot settle in time are often falsified this way.
 
     Returns:
         Per class, the list of per-competitor results (or one result).
@@ -761,14 +772,16 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
         >>> nap_robustness(net, naps, timeout=30, workers=2)[3][0].status     # doctest: +SKIP
         'verified'
     """
+    starts = _check_starts(network, starts)
     if _parallel(workers, address):
         from verify.distributed import nap_robustness_parallel
 
         return nap_robustness_parallel(network, naps, classes, lower, upper, solver, timeout, per_competitor,
-                                       workers=workers, address=address)
+                                       workers=workers, address=address, starts=starts)
     lo, hi = _domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
-    return {c: _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor) for c in classes}
+    return {c: _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
+            for c in classes}
 
 
 def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None, lower: np.ndarray | None = None,

@@ -91,10 +91,11 @@ def failure_row(job: BatchJob, failure: TaskFailure) -> dict[str, str]:
 
 
 def _robustness_task(c: int, network: Any, naps: Any, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
-                     per_competitor: bool) -> list[VerificationResult] | VerificationResult:
+                     per_competitor: bool, starts: np.ndarray | None = None
+                     ) -> list[VerificationResult] | VerificationResult:
     from verify.api import _nap_robustness_class
 
-    return _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor)
+    return _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
 
 
 def _ambiguity_task(pair: tuple[int, int], network: Any, naps: Any, lo: np.ndarray, hi: np.ndarray, solver: str,
@@ -113,8 +114,8 @@ def _hard_limit(timeout: float, queries: int) -> float:
 def nap_robustness_parallel(network: Any, naps: Any, classes: Sequence[int] | None = None,
                             lower: np.ndarray | None = None, upper: np.ndarray | None = None, solver: str = "cbc",
                             timeout: float = 60.0, per_competitor: bool = True, *, workers: int | None = None,
-                            address: str | None = None,
-                            verbose: bool = False) -> dict[int, list[VerificationResult] | VerificationResult]:
+                            address: str | None = None, verbose: bool = False, starts: np.ndarray | None = None
+                            ) -> dict[int, list[VerificationResult] | VerificationResult]:
     """:func:`verify.nap_robustness` with one Ray task per class (its competitor queries share one
     :class:`verify.bounds.BoxBounds` inside the task, as in the sequential call). Same arguments and result;
     ``workers``/``address`` as in :func:`probe.core.cluster.connect` (``workers=1``, no address: here, in
@@ -140,7 +141,7 @@ def nap_robustness_parallel(network: Any, naps: Any, classes: Sequence[int] | No
         found[c] = [one] * queries if per_competitor else one
 
     with session(address, workers) as cluster:
-        run_tasks(_robustness_task, classes, args=(network, naps, lo, hi, solver, timeout, per_competitor),
+        run_tasks(_robustness_task, classes, args=(network, naps, lo, hi, solver, timeout, per_competitor, starts),
                   cluster=cluster, on_result=found.__setitem__, on_failure=on_failure,
                   timeout_per_task=_hard_limit(timeout, queries), desc="NAP robustness", verbose=verbose)
     return {c: found[c] for c in classes}

@@ -108,3 +108,23 @@ def test_alpha_crown_bounds_on_256x6_are_sound_and_tighter(bench):
     assert sum(a for _, a in unstable) < sum(c for c, _ in unstable), unstable
     C = np.vstack([a for a, _ in spec.unsafe])
     assert (values[-1] @ C.T >= shared.spec_lower(C, iters=10) - 1e-9).all()
+
+
+def test_the_pattern_search_falsifies_a_nap_query_the_milp_leaves_open_on_256x2(data_root):
+    """mnist-net_256x2, NAP of class 1 (delta 0.99, 20,000 training images): the MILP does not settle its
+    robustness in 30 s (a timeout, measured); from the test images that follow the NAP, the activation-
+    pattern search finds an input of [0, 1]^784 that follows the NAP strictly and is not classified 1."""
+    net = ReluNetwork.from_onnx(data_root / VNNCOMP_NETWORKS["mnist-256x2"])
+    train = data.load_mnist("train", root=data_root).subset(20_000)
+    naps = nap.mine(load_vnncomp("mnist-256x2", root=data_root), data.make_loader(train, batch_size=1000),
+                    delta=0.99, verbose=False)
+    test = data.load_mnist("test", root=data_root)
+    images, _ = test.tensors(range(len(test)))
+    res = verify.nap_robustness(net, naps, classes=[1], solver="highs", timeout=30, per_competitor=False,
+                                starts=images.reshape(len(test), -1).double().numpy())[1]
+    assert (res.status, res.method) == ("falsified", "patterns")
+    x = np.asarray(res.counterexample.x)
+    assert x.min() >= 0 and x.max() <= 1 and net.forward(x.reshape(1, -1))[0].argmax() != 1
+    pre = net.pre_activations(x.reshape(1, -1))
+    for k, (act, ina) in verify.api.nap_states(net, naps, [1]).items():
+        assert np.all(pre[k][0][act] > 0) and np.all(pre[k][0][ina] <= 0)
