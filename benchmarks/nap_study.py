@@ -67,9 +67,10 @@ def main() -> None:
     notes = [f"{study.settings['network']}; NAPs mined on {study.settings['train_samples']} {args.dataset} training "
              f"images (correctly predicted only), deltas {args.deltas}; input domain [0, 1]^n; {args.solver}, "
              f"timeout {args.timeout} s per query (Marabou: the same, {study.settings.get('marabou_version', '')}).",
-             f"Classes with finished NAP robustness queries: {done}. The study resumes in its folder, so the queries "
-             "were run in several invocations of this script (one per group of classes, each under 15 min of the "
-             "shared machine); each invocation rewrote this file from every query finished so far.",
+             f"Classes with finished NAP robustness queries: {done}. "
+             + ("The study resumes in its folder, so the queries were run in several invocations of this script "
+                "(one per group of classes); each invocation rewrote this file from every query finished so far."
+                if len(runs) > 1 else "All queries were run in one invocation of this script."),
              "Wall time of each invocation (mining, statistics, queries, report): "
              + "; ".join(f"`{r['command']}` {r['wall_s']:.0f} s" for r in runs)
              + f". Sum of all query times: {query_time:.0f} s.",
