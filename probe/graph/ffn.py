@@ -148,6 +148,23 @@ class FFNSite:
         return [self.pre_module.register_forward_hook(pre), self.post_module.register_forward_hook(post)]
 
 
+def _gated_gap(model: nn.Module, name: str) -> str:
+    """For a gated TransformerLens model (``cfg.gated_mlp``): what layer ``name`` lacks to be read as a gated
+    FFN (the gate projection, the up projection, or a hook), as a sentence; ``""`` otherwise."""
+    if not getattr(model.cfg, "gated_mlp", False) or not name.startswith("blocks."):
+        return ""
+    try:
+        block = model.blocks[int(name.split(".")[1])]
+    except (ValueError, IndexError, TypeError):
+        return ""
+    subs = dict(getattr(block, "mlp", nn.Module()).named_children())
+    lacks = [what for what, ok in (("the gate projection (mlp.gate)", "gate" in subs),
+                                   ("the up projection (mlp.in)", bool(subs.get("in") or subs.get("fc_in"))),
+                                   (f"the hook {name}.hook_pre (the gate's output)", f"{name}.hook_pre" in model.hook_dict),
+                                   (f"the hook {name}.hook_post", f"{name}.hook_post" in model.hook_dict)) if not ok]
+    return f"; {name} is a gated MLP without {', '.join(lacks)}" if lacks else ""
+
+
 def is_transformerlens(model: nn.Module) -> bool:
     return hasattr(model, "cfg") and hasattr(model, "hook_dict") and hasattr(model, "blocks")
 
@@ -300,8 +317,9 @@ def select_sites(model: nn.Module, layers: Sequence[Any] | None) -> list[FFNSite
         chosen = [_normalise_name(model, layer, names) for layer in layers]
         missing = [c for c in chosen if c not in sites]
         if missing:
+            why = "".join(_gated_gap(model, c) for c in missing) if is_transformerlens(model) else ""
             raise ModelError(f"no FFN layer at {missing}; this model's FFN layers are {names} (layers are named by "
-                             f"{what})")
+                             f"{what}){why}")
         if not chosen:
             raise ModelError(f"layers=[] selects nothing; choose among {names} or pass None for all")
         if len(set(chosen)) != len(chosen):

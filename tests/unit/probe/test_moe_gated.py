@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from probe import moe
+from probe.core.errors import ModelError
 from probe.graph.ffn import find_ffns
 
 
@@ -157,3 +158,11 @@ def test_detect_on_gated_bridge_and_torch_block():
 def test_unsupported_gated_activation_is_named():
     with pytest.raises(moe.UnsupportedActivationError, match="'gated tanh'"):
         moe.detect(Net(act=nn.Tanh()), [(torch.randn(8, 6), torch.zeros(8, dtype=torch.long))], verbose=False)
+
+
+def test_a_gated_layer_without_its_gate_is_named():
+    model = _tl_gated()
+    delattr(model.blocks[1].mlp, "gate")
+    assert list(find_ffns(model)) == ["blocks.0.mlp"]
+    with pytest.raises(ModelError, match=r"blocks\.1\.mlp is a gated MLP without the gate projection \(mlp\.gate\)"):
+        moe.detect(model, [(_tokens(2), None)], layers=[1], verbose=False)
