@@ -70,6 +70,15 @@ def lm_eval(model, tokens: torch.Tensor, batch: int = 16) -> dict[str, float]:
     return {"loss": loss / n, "accuracy": correct / n}
 
 
+def keyword_labels(tok, tokens: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Per token, the index of the first topic whose keyword regex matches it (-1: none)."""
+    pieces = [[tok.decode([int(i)]) for i in row] for row in tokens.tolist()]
+    labels = torch.full(tokens.shape, -1, dtype=torch.long)
+    for i, topic in enumerate(names):
+        labels = torch.where((codebook.regex_labels(pieces, topic_pattern(topic)) > 0) & (labels < 0), i, labels)
+    return labels
+
+
 def part_load(model, t0: float) -> tuple[list[dict], list[str]]:
     info = json.loads((lm_cache_path("smollm2-135m") / "info.json").read_text())
     t = time.perf_counter()
@@ -200,10 +209,7 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     tok = model.tokenizer
     names = ev.topic_names
     codes_ev = codebook.collect_codes(model, ev_tokens, batch_size=32)
-    pieces_ev = [[tok.decode([int(i)]) for i in row] for row in ev_tokens.tolist()]
-    kw = torch.full(ev_tokens.shape, -1, dtype=torch.long)
-    for i, topic in enumerate(names):
-        kw = torch.where((codebook.regex_labels(pieces_ev, topic_pattern(topic)) > 0) & (kw < 0), i, kw)
+    kw = keyword_labels(tok, ev_tokens, names)
     search = codebook.search_by_labels(model, ev_tokens, kw, codes=codes_ev,
                                        neuron_sites=[f"blocks.{L}.mlp.hook_post" for L in args.cb_layers])
     code_rows = [{"topic": names[mt.label], "keyword tokens": mt.n_positions,
@@ -222,10 +228,7 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     cont_ev = torch.arange(WINDOW)[None, :] >= torch.tensor(ev.prompt_lengths[: len(ev_tokens)])[:, None]
     _, yt = train.windows(WINDOW)
     ye = ev.windows(WINDOW)[1][: len(ev_tokens)]
-    pieces_tr = [[tok.decode([int(i)]) for i in row] for row in xt.tolist()]
-    kw_tr = torch.full(xt.shape, -1, dtype=torch.long)
-    for i, topic in enumerate(names):
-        kw_tr = torch.where((codebook.regex_labels(pieces_tr, topic_pattern(topic)) > 0) & (kw_tr < 0), i, kw_tr)
+    kw_tr = keyword_labels(tok, xt, names) if args.topic_codes == "keyword" else None
     topic_codes = {}
     for i, topic in enumerate(names):
         if args.topic_codes == "keyword":

@@ -419,6 +419,14 @@ def mean_difference(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
     return (acts[inside].mean(0) - acts[outside].mean(0)).float()
 
 
+def _check_addition(model: nn.Module, site: str, scale: float) -> None:
+    """The checks of :func:`add_vector` (also made by :func:`addition_steering` before it samples anything)."""
+    if site not in model.hook_dict:
+        raise UnknownHookError(f"unknown hook name {site!r}; use a name from model.hook_dict")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise InvalidParameterError(f"scale must be a finite number; got {scale!r}")
+
+
 @contextmanager
 def add_vector(model: nn.Module, site: str, vector: torch.Tensor, *, scale: float = 1.0) -> Iterator[None]:
     """Add ``scale * vector`` to the activation at hook ``site`` at every position while the block runs.
@@ -431,10 +439,7 @@ def add_vector(model: nn.Module, site: str, vector: torch.Tensor, *, scale: floa
         >>> with add_vector(model, "blocks.6.hook_resid_post", v, scale=4.0):   # doctest: +SKIP
         ...     text = model.generate("Yesterday, I", max_new_tokens=20)
     """
-    if site not in model.hook_dict:
-        raise UnknownHookError(f"unknown hook name {site!r}; use a name from model.hook_dict")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise InvalidParameterError(f"scale must be a finite number; got {scale!r}")
+    _check_addition(model, site, scale)
     delta = float(scale) * torch.as_tensor(vector).detach()
 
     def hook(act: torch.Tensor, hook: Any = None) -> torch.Tensor:
@@ -464,10 +469,7 @@ def addition_steering(model: nn.Module, vectors: Mapping[str, torch.Tensor], pro
     _check_sampling(n_samples, n_new, 1, prompts)
     if not vectors:
         raise InvalidParameterError("vectors is empty: give one vector per topic")
-    if site not in model.hook_dict:
-        raise UnknownHookError(f"unknown hook name {site!r}; use a name from model.hook_dict")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise InvalidParameterError(f"scale must be a finite number; got {scale!r}")
+    _check_addition(model, site, scale)
 
     def adding(v: torch.Tensor) -> Callable[[ExitStack], None]:
         return lambda stack: stack.enter_context(add_vector(model, site, v, scale=scale))

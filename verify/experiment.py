@@ -917,6 +917,8 @@ class _Run:
         self.radius_skipped: dict[str, int] = {"misclassified": 0, "not following": 0}
         self._bounds: tuple[Any, Any] | None = None  # ((delta, class), BoxBounds) of the current class
         self._follow_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        # ((delta, class), the test images that follow its NAP) of the current class: the pattern-search starts
+        self._starts_cache: tuple[Any, np.ndarray | None] = (None, None)
 
     # ---- 1. mining -----------------------------------------------------------------------------------------
 
@@ -1075,12 +1077,12 @@ class _Run:
         ``data_counterexamples`` is off or no image follows it."""
         if not self.settings["data_counterexamples"]:
             return None
-        follows, _ = self._followers(delta)
-        idx = np.flatnonzero(follows[:, c])
-        if not idx.size:
-            return None
-        x, _ = self.test.tensors([int(i) for i in idx])
-        return _flat(self.module, x)
+        if self._starts_cache[0] != (delta, c):  # the class's competitor queries come one after another
+            follows, _ = self._followers(delta)
+            idx = np.flatnonzero(follows[:, c])
+            x = _flat(self.module, self.test.tensors([int(i) for i in idx])[0]) if idx.size else None
+            self._starts_cache = ((delta, c), x)
+        return self._starts_cache[1]
 
     def _from_data(self, spec: Spec, delta: float, classes: Sequence[int], violates: Any,
                    margin: Any) -> VerificationResult | None:

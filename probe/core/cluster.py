@@ -521,7 +521,7 @@ def _run_on_ray(fn: Callable[..., Any], items: list[Any], on_result: Callable[[A
                     _cancel(ray, list(running))
                 running.clear()
                 bar.close()
-                logger.info("interrupted by %s: cancelled the outstanding tasks (%d not started)",
+                logger.info("interrupted by %s: stopped the outstanding tasks (%d not started)",
                             signal.Signals(signum).name, len(queue))
                 _pass_on(signum, state["previous"].get(signum))
     finally:
