@@ -64,6 +64,11 @@ logger = logging.getLogger(__name__)
 
 #: The share of the time left after the quick MILP pass that the activation-pattern search may take.
 PATTERN_SHARE = 0.3
+#: Branch and bound first runs from the alpha-CROWN bounds for this share of its time; a clause still open
+#: then gets MILP bounds of the first layers (``VerifyOptions.milp_share``) and the rest of the time.
+STALL_SHARE = 0.1
+#: MILP bounds are skipped when their model would have more dense entries than this (about 8 bytes each).
+MILP_BOUNDS_MAX_ENTRIES = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ class VerifyOptions:
         device: where branch and bound's bound engine runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         bab_memory: bytes the open branch and bound domains may take; a network whose first batch of domains
             does not fit is refused before anything runs.
+        milp_share: when branch and bound stalls (a clause still open after :data:`STALL_SHARE` of its time),
+            the share of its time left that MILP bounds of the first layers may take
+            (:meth:`verify.bounds.BoxBounds.milp_tightened`) before it goes on from the tighter root; 0 skips
+            them.
 
     Each share is a fraction of the time left when its phase starts, so a share outside ``[0, 1]`` would
     give a phase more than the time left (or less than none): it is refused.
@@ -117,13 +126,14 @@ class VerifyOptions:
     bab_share: float | None = None
     device: str = "cpu"
     bab_memory: int = 4 * 2**30
+    milp_share: float = 0.4
 
     def __post_init__(self) -> None:
         timeout = self.timeout
         if not isinstance(timeout, (int, float)) or not timeout > 0 or timeout != timeout:
             raise InvalidParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
         check_solver(self.solver)
-        for name in ("lp_share", "quick_share", "alpha_share", "bab_share"):
+        for name in ("lp_share", "quick_share", "alpha_share", "bab_share", "milp_share"):
             value = getattr(self, name)
             if value is None and name == "bab_share":
                 continue
@@ -283,14 +293,15 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
            seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
            bab_share: float | None = None, device: str = "cpu", bab_memory: int = 4 * 2**30,
-           options: VerifyOptions | None = None, starts: np.ndarray | None = None) -> VerificationResult:
+           milp_share: float = 0.4, options: VerifyOptions | None = None,
+           starts: np.ndarray | None = None) -> VerificationResult:
     """Prove or refute ``spec`` on ``network``: run the phases of :data:`PHASES` until one decides.
 
     Args:
         network: a :class:`verify.network.ReluNetwork`.
         spec: a :class:`verify.properties.Spec` (robustness, NAP property or a VNN-LIB file's content).
         solver, timeout, attack, seed, lp_share, quick_share, quick_cap, alpha_share, bab_share, device,
-            bab_memory: the settings, as described in :class:`VerifyOptions` (``timeout``: wall-clock seconds
+            bab_memory, milp_share: the settings, as described in :class:`VerifyOptions` (``timeout``: wall-clock seconds
             for everything, > 0).
         bounds: optional :class:`verify.bounds.BoxBounds` of this network, box and fixed ReLU states,
             shared between queries on the same box (e.g. one per competitor class): its CROWN bounds are
@@ -318,7 +329,7 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     """
     options = _options(options, solver=solver, timeout=timeout, attack=attack, seed=seed, lp_share=lp_share,
                        quick_share=quick_share, quick_cap=quick_cap, alpha_share=alpha_share,
-                       bab_share=bab_share, device=device, bab_memory=bab_memory)
+                       bab_share=bab_share, device=device, bab_memory=bab_memory, milp_share=milp_share)
     _check_problem(network, spec)
     starts = _check_starts(network, starts)
     if options.bab_share_for(spec) > 0:
@@ -501,7 +512,12 @@ def _lp_bounds_phase(ctx: VerifyContext) -> Verdict | None:
     LPs would then mostly take MILP time for nothing)."""
     from verify.milp import MilpEncoding
 
-    if not ctx.pending or ctx.bounds.alpha_stats.get("complete"):
+    if not ctx.pending:
+        return None
+    if ctx.bounds.alpha_stats.get("complete"):
+        if "milp_bounds" in ctx.stats:  # branch and bound tightened the root: a tighter big-M for the MILP
+            ctx.encoding = MilpEncoding(ctx.network, ctx.spec, ctx.hidden, output_bounds=ctx.out_bounds)
+            ctx.stats["binaries_after_milp_bounds"] = ctx.encoding.n_binaries
         return None
     tl = time.perf_counter()
     tightened, lp_stats = ctx.bounds.tightened(deadline=tl + ctx.options.lp_share * (ctx.deadline - tl))
@@ -577,6 +593,15 @@ def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | N
             confirmed.append(cex)
         return cex is not None
 
+    def run(i: int, until: float):
+        out = bab_clause(network, spec, i, ctx.hidden, until, solver=ctx.options.solver, fixed=spec.relu_states,
+                         check=check, device=ctx.options.device, memory=ctx.options.bab_memory)
+        stats["bab"].append({"clause": i, "status": out.status, "root": "milp" if tightened else "alpha",
+                             **out.stats})
+        return out
+
+    tightened = not _milp_bounds_apply(ctx)
+    probe = tbab + STALL_SHARE * (stop - tbab)
     order = sorted(clauses, key=key)
     for n, i in enumerate(order):
         if spec.unsafe[i][0].size == 0:
@@ -585,9 +610,11 @@ def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | N
         if time.perf_counter() >= stop:
             still.extend(order[n:])
             break
-        out = bab_clause(network, spec, i, ctx.hidden, stop, solver=ctx.options.solver, fixed=spec.relu_states,
-                         check=check, device=ctx.options.device, memory=ctx.options.bab_memory)
-        stats["bab"].append({"clause": i, "status": out.status, **out.stats})
+        out = run(i, stop if tightened else min(stop, max(probe, time.perf_counter() + 1.0)))
+        if out.status == "timeout" and not tightened and time.perf_counter() < stop:
+            tightened = True  # branch and bound stalls: tighten the root once, then go on with the time left
+            _milp_bounds(ctx, stop)
+            out = run(i, stop)
         if out.status == "falsified":  # only after check() accepted the candidate
             ctx.timings["bab"] = time.perf_counter() - tbab
             return confirmed[-1], still
@@ -597,6 +624,33 @@ def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | N
     ctx.timings["bab"] = time.perf_counter() - tbab
     stats["clauses_open_after_bab"] = len(still)
     return None, still
+
+
+def _milp_bounds_apply(ctx: VerifyContext) -> bool:
+    """Whether MILP bounds may help this query's branch and bound: asked for, a second ReLU layer with
+    unstable neurons, and a model of at most :data:`MILP_BOUNDS_MAX_ENTRIES` dense entries."""
+    sizes = ctx.network.relu_sizes
+    if not (ctx.options.milp_share > 0 and len(sizes) >= 2 and ctx.hidden is not None):
+        return False
+    lo, up = ctx.hidden[1]
+    unstable0 = int(np.sum((ctx.hidden[0][0] < 0) & (ctx.hidden[0][1] > 0)))
+    entries = (sizes[0] + sizes[1]) * (ctx.network.n_inputs + 3 * unstable0)
+    return bool(np.any((lo < 0) & (up > 0))) and entries <= MILP_BOUNDS_MAX_ENTRIES
+
+
+def _milp_bounds(ctx: VerifyContext, stop: float) -> None:
+    """MILP bounds of ReLU layer 1 (a binary per unstable neuron of layer 0), ``milp_share`` of the time left
+    before ``stop``, each MILP stopped after its share of that budget (0.1 to 2 s); the root of branch and
+    bound becomes the tighter bounds."""
+    tm = time.perf_counter()
+    budget = ctx.options.milp_share * (stop - tm)
+    lo, up = ctx.hidden[1]
+    per_neuron = float(np.clip(budget / max(1, 2 * int(np.sum((lo < 0) & (up > 0)))), 0.1, 2.0))
+    _, milp_stats = ctx.bounds.milp_tightened(tm + budget, to_layer=1, per_neuron=per_neuron)
+    ctx.hidden, ctx.out_bounds = ctx.bounds.best[:-1], ctx.bounds.best[-1]
+    ctx.timings["milp_bounds"] = time.perf_counter() - tm
+    ctx.stats["milp_bounds"] = {**milp_stats, "per_neuron": round(per_neuron, 3),
+                                "unstable_after": _unstable(ctx.hidden)}
 
 
 def _solve_clauses(ctx: VerifyContext, clauses: list[int], per_clause: float | None):

@@ -430,6 +430,7 @@ class BoxBounds:
         layers: the CROWN bounds, as returned by :func:`crown_bounds` (ReLU layers, then the output).
         tightened_layers: the LP-tightened bounds once :meth:`tightened` has run (else ``None``).
         alpha_layers: the alpha-CROWN bounds once :meth:`optimised` has run (else ``None``).
+        milp_layers: the MILP-tightened bounds once :meth:`milp_tightened` has run (else ``None``).
         lp_stats: counts of the LP tightening (``lps``, ``tightened``, ``complete``).
 
     Raises:
@@ -461,28 +462,55 @@ class BoxBounds:
         self.lp_stats: dict[str, int] = {}
         self.alpha_layers: list[Bound] | None = None
         self.alpha_stats: dict[str, int] = {}
+        self.milp_layers: list[Bound] | None = None
+        self.milp_stats: dict[str, int] = {}
+        self._latest: list[Bound] | None = None
         self._n_relus = n_relus
 
     @property
     def best(self) -> list[Bound]:
-        """The tightest bounds computed so far: LP-tightened, else alpha-CROWN, else CROWN."""
-        for layers in (self.tightened_layers, self.alpha_layers):
-            if layers is not None:
-                return layers
-        return self.layers
+        """The tightest bounds computed so far: those of the latest of :meth:`optimised`, :meth:`tightened`
+        and :meth:`milp_tightened` (each starts from :attr:`best` and only intersects, so the latest is never
+        looser), else CROWN's."""
+        return self._latest if self._latest is not None else self.layers
 
     def optimised(self, deadline: float | None = None, iters: int = 20) -> tuple[list[Bound], dict[str, int]]:
         """alpha-CROWN bounds (:func:`alpha_tighten`), computed on the first call and kept; a run stopped by
         ``deadline`` is resumed from its bounds by a later call."""
         if self.alpha_layers is not None and self.alpha_stats.get("complete"):
             return self.alpha_layers, self.alpha_stats
-        start = self.alpha_layers if self.alpha_layers is not None else self.layers
-        out, stats = alpha_tighten(self.net, self.lower, self.upper, start, fixed=self.states, iters=iters,
+        out, stats = alpha_tighten(self.net, self.lower, self.upper, self.best, fixed=self.states, iters=iters,
                                    deadline=deadline)
         self.alpha_stats = {"tightened": self.alpha_stats.get("tightened", 0) + stats["tightened"],
                             "complete": stats["complete"]}
-        self.alpha_layers = out
+        self.alpha_layers = self._latest = out
         return out, self.alpha_stats
+
+    def milp_tightened(self, deadline: float, to_layer: int = 1, per_neuron: float | None = None
+                       ) -> tuple[list[Bound], dict[str, int]]:
+        """Exact bounds for the first layers (the 2022 VNN-COMP winner's remedy on mnist_fc): each unstable
+        neuron of ReLU layers ``1..to_layer`` minimised and maximised by a MILP with a binary per unstable
+        neuron of the layers before it (:func:`verify.bounds.lp.lp_tighten` with ``exact=True``, HiGHS, the
+        dual bound of a MILP stopped by ``per_neuron`` seconds), then alpha-CROWN again for the layers after
+        (their relaxations start from the tighter bounds). Starts from :attr:`best`; kept, and a later call
+        resumes from its bounds. Sound however it ends: bounds are only ever intersected.
+
+        On mnist-net_256x4 ``prop_5_0.03``, 0.3 s per neuron on layer 1 (34 s) turned 56 unstable neurons
+        of layer 1 into 35 (and 56 into 49 in layer 3), and branch and bound then proved all nine clauses in
+        2 s, where it left clause 2 open after 30,000 domains from the alpha-CROWN bounds.
+
+        Example:
+            >>> tight, stats = box.milp_tightened(time.perf_counter() + 60, per_neuron=0.5)  # doctest: +SKIP
+        """
+        from verify.bounds.lp import lp_tighten
+
+        out, stats = lp_tighten(self.net, self.lower, self.upper, self.best, fixed=self.states, deadline=deadline,
+                                to_layer=to_layer, exact=True, per_neuron=per_neuron)
+        out, _ = alpha_tighten(self.net, self.lower, self.upper, out, fixed=self.states)
+        for key, value in stats.items():
+            self.milp_stats[key] = self.milp_stats.get(key, 0) + value if key != "complete" else value
+        self.milp_layers = self._latest = out
+        return out, self.milp_stats
 
     def spec_lower(self, C: np.ndarray, deadline: float | None = None, iters: int = 30) -> np.ndarray:
         """Lower bounds of ``C @ y`` from the tightest bounds so far, with alpha-CROWN slopes optimised for
@@ -519,8 +547,8 @@ class BoxBounds:
 
     def tightened(self, deadline: float | None = None) -> tuple[list[Bound], dict[str, int]]:
         """LP-tightened bounds (:func:`lp_tighten`), computed on the first call and kept. A run stopped by
-        ``deadline`` is kept too, and a later call resumes from its (already tighter) bounds. Starts from the
-        alpha-CROWN bounds when :meth:`optimised` has run."""
+        ``deadline`` is kept too, and a later call resumes from its (already tighter) bounds. Starts from
+        :attr:`best`."""
         if self.tightened_layers is not None and self.lp_stats.get("complete"):
             return self.tightened_layers, self.lp_stats
         start = self.best
@@ -529,7 +557,7 @@ class BoxBounds:
         out, stats = lp_tighten(self.net, self.lower, self.upper, start, fixed=self.states, deadline=deadline)
         for key, value in stats.items():
             self.lp_stats[key] = self.lp_stats.get(key, 0) + value if key != "complete" else value
-        self.tightened_layers = out
+        self.tightened_layers = self._latest = out
         return out, self.lp_stats
 
 

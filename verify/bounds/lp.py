@@ -25,98 +25,105 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, n_co
     return sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_cols))
 
 
-def _layer_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarray, up_in: np.ndarray, k: int,
-                 exact: bool):
-    """The HiGHS model whose columns are ``x | z_0 a_0 | ... | z_k`` (then one binary per unstable neuron of
-    layers ``0..k-1`` when ``exact``): the box, the affine maps, the exact ReLU of stable and fixed neurons,
-    the triangle relaxation of unstable ones and, when ``exact``, their big-M encoding
-    (``a <= u d``, ``a <= z - l (1 - d)``). Returns the model and the first column of ``z_k``."""
+def _compact_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarray, up_in: np.ndarray, k: int,
+                   exact: bool, bound_rows: bool):
+    """The HiGHS model of layers ``0..k-1`` over the input box, with a column only for what can vary freely:
+    ``x | z_u a_u`` of every unstable neuron (then one binary per unstable neuron when ``exact``).
+
+    A stable neuron needs no column: an active one is the identity (``a = z``), an inactive one is zero, so
+    the pre-activation of every neuron is an affine function ``E @ v + e`` of the columns ``v``, composed
+    layer by layer in float64. Rows: ``z_u - E_u @ v = e_u`` for each unstable neuron, the triangle
+    relaxation (``a >= z``, ``a <= s (z - l)``; ``a >= 0`` and ``l <= z <= u`` as column bounds) and, when
+    ``exact``, the big-M encoding (``a <= u d``, ``a <= z - l (1 - d)``); a neuron whose state ``fx`` fixes
+    keeps its sign as a row (``E v + e >= 0`` active, ``<= 0`` inactive), and with ``bound_rows`` every
+    stable neuron keeps its bounds as a row (they cut the LP relaxation, at the cost of a dense row each).
+
+    Returns ``(model, E_k, e_k)``: the pre-activation of layer ``k`` is ``E_k @ v + e_k``.
+    """
     import highspy
     import scipy.sparse as sp
 
     inf = highspy.kHighsInf
     n0 = lo_in.size
-    sizes = [net.biases[m].size for m in range(k + 1)]
-    z_off, a_off, off = [], [], n0
-    for m in range(k + 1):
-        z_off.append(off)
-        off += sizes[m]
-        if m < k:
-            a_off.append(off)
-            off += sizes[m]
-    n_cont = off
-    unstable = []
+    unstable, states = [], []
     for m in range(k):
         lo_m, up_m = out[m]
-        act, ina = fx.get(m, (np.zeros(sizes[m], bool), np.zeros(sizes[m], bool)))
-        on = (lo_m >= 0) | act
-        unstable.append(np.flatnonzero(~on & ~(((up_m <= 0) | ina) & ~on)))
-    d_off = np.cumsum([n_cont, *[u.size for u in unstable]]) if exact else np.full(k + 1, n_cont)
-    n_cols = int(d_off[-1])
-    blocks, row_lo, row_up = [], [], []
-    col_lo, col_up = [lo_in], [up_in]
-    prev_cols = np.arange(n0)
-    for m in range(k + 1):
-        w, b = net.weights[m], net.biases[m]
-        n_m = sizes[m]
-        z_cols = z_off[m] + np.arange(n_m)
-        lo_m, up_m = out[m]
-        col_lo.append(lo_m)
-        col_up.append(up_m)
-        coo = sp.coo_matrix(-w)
-        blocks.append(_csr(np.r_[coo.row, np.arange(n_m)], np.r_[prev_cols[coo.col], z_cols],
-                           np.r_[coo.data, np.ones(n_m)], n_m, n_cols))  # z_m - W_m a_{m-1} = b_m
-        row_lo.append(b)
-        row_up.append(b)
-        if m == k:
-            break
-        a_cols = a_off[m] + np.arange(n_m)
-        act, ina = fx.get(m, (np.zeros(n_m, bool), np.zeros(n_m, bool)))
+        act, ina = fx.get(m, (np.zeros(lo_m.size, bool), np.zeros(lo_m.size, bool)))
         on = (lo_m >= 0) | act
         dead = ((up_m <= 0) | ina) & ~on
-        unst = ~on & ~dead
-        col_lo.append(np.zeros(n_m))
-        col_up.append(np.where(dead, 0.0, np.maximum(up_m, 0.0)))
-        for sel, r_l, r_u in ((np.flatnonzero(on), 0.0, 0.0), (np.flatnonzero(unst), 0.0, inf)):
-            if sel.size:  # a - z = 0 (on) / a - z >= 0 (unstable)
-                r = np.arange(sel.size)
-                blocks.append(_csr(np.r_[r, r], np.r_[a_cols[sel], z_cols[sel]],
-                                   np.r_[np.ones(sel.size), -np.ones(sel.size)], sel.size, n_cols))
-                row_lo.append(np.full(sel.size, r_l))
-                row_up.append(np.full(sel.size, r_u))
-        sel = unstable[m]
-        if sel.size:  # a - s z <= -s l, s = u / (u - l): the triangle's upper side
-            slope = up_m[sel] / (up_m[sel] - lo_m[sel])
-            r = np.arange(sel.size)
-            blocks.append(_csr(np.r_[r, r], np.r_[a_cols[sel], z_cols[sel]], np.r_[np.ones(sel.size), -slope],
-                               sel.size, n_cols))
-            row_lo.append(np.full(sel.size, -inf))
-            row_up.append(-slope * lo_m[sel])
-        if exact and sel.size:  # a - u d <= 0 and a - z - l d <= -l, d binary
-            r = np.arange(sel.size)
-            d_cols = d_off[m] + r
-            blocks.append(_csr(np.r_[r, r], np.r_[a_cols[sel], d_cols], np.r_[np.ones(sel.size), -up_m[sel]],
-                               sel.size, n_cols))
-            row_lo.append(np.full(sel.size, -inf))
-            row_up.append(np.zeros(sel.size))
-            blocks.append(_csr(np.r_[r, r, r], np.r_[a_cols[sel], z_cols[sel], d_cols],
-                               np.r_[np.ones(sel.size), -np.ones(sel.size), -lo_m[sel]], sel.size, n_cols))
-            row_lo.append(np.full(sel.size, -inf))
-            row_up.append(-lo_m[sel])
-        prev_cols = a_cols
+        unstable.append(np.flatnonzero(~on & ~dead))
+        states.append((on, dead, act, ina))
+    counts = [u.size for u in unstable]
+    z_off = n0 + 2 * np.cumsum([0, *counts])[:-1]  # z_u of layer m, then its a_u
+    n_cont = n0 + 2 * sum(counts)
+    n_cols = n_cont + (sum(counts) if exact else 0)
+    d_off = n_cont + np.cumsum([0, *counts])[:-1]
+    post = np.zeros((n0, n_cols))  # the post-activation of the layer before, as E @ v + e
+    post[:, :n0] = np.eye(n0)
+    post_c = np.zeros(n0)
+    dense, dense_lo, dense_up = [], [], []  # rows over v, with their bounds
+    sparse_rows = []  # (cols, vals, lo, up) rows of two or three entries
+    col_lo, col_up = [lo_in], [up_in]
+    for m in range(k + 1):
+        e_mat = net.weights[m] @ post
+        e_c = net.weights[m] @ post_c + net.biases[m]
+        if m == k:
+            break
+        lo_m, up_m = out[m]
+        on, dead, act, ina = states[m]
+        u = unstable[m]
+        z_cols = z_off[m] + np.arange(u.size)
+        a_cols = z_cols + u.size
+        rows = e_mat[u].copy()
+        rows[np.arange(u.size), z_cols] -= 1.0  # E v - z = -e
+        dense.append(rows)
+        dense_lo.append(-e_c[u])
+        dense_up.append(-e_c[u])
+        keep = (act & (lo_m <= 0)) | (ina & (up_m >= 0))
+        if bound_rows:
+            keep |= (on | dead) & ~act & ~ina
+        keep_lo = np.where(act, 0.0, np.where(ina, -inf, lo_m))
+        keep_up = np.where(ina, 0.0, np.where(act, inf, up_m))
+        if keep.any():
+            dense.append(e_mat[keep])
+            dense_lo.append(keep_lo[keep] - e_c[keep])
+            dense_up.append(keep_up[keep] - e_c[keep])
+        lo_u, up_u = lo_m[u], up_m[u]
+        col_lo += [lo_u, np.zeros(u.size)]
+        col_up += [up_u, up_u]
+        slope = up_u / (up_u - lo_u)
+        for i in range(u.size):
+            z, a = z_cols[i], a_cols[i]
+            sparse_rows.append(([a, z], [1.0, -1.0], 0.0, inf))  # a >= z
+            sparse_rows.append(([a, z], [1.0, -slope[i]], -inf, -slope[i] * lo_u[i]))  # triangle's upper side
+            if exact:
+                d = d_off[m] + i
+                sparse_rows.append(([a, d], [1.0, -up_u[i]], -inf, 0.0))  # a <= u d
+                sparse_rows.append(([a, z, d], [1.0, -1.0, -lo_u[i]], -inf, -lo_u[i]))  # a <= z - l (1 - d)
+        post = np.where(on[:, None], e_mat, 0.0)
+        post_c = np.where(on, e_c, 0.0)
+        post[u] = 0.0
+        post[u, a_cols] = 1.0
+        post_c[u] = 0.0
     if exact:
-        n_bin = n_cols - n_cont
-        col_lo.append(np.zeros(n_bin))
-        col_up.append(np.ones(n_bin))
-    a_mat = sp.vstack(blocks).tocsr()
+        col_lo.append(np.zeros(n_cols - n_cont))
+        col_up.append(np.ones(n_cols - n_cont))
+    blocks = [sp.csr_matrix(np.vstack(dense))] if dense else []
+    if sparse_rows:
+        r = np.concatenate([np.full(len(c), i) for i, (c, _, _, _) in enumerate(sparse_rows)])
+        blocks.append(_csr(r, np.concatenate([c for c, _, _, _ in sparse_rows]),
+                           np.concatenate([v for _, v, _, _ in sparse_rows]), len(sparse_rows), n_cols))
+        dense_lo.append(np.array([lo for _, _, lo, _ in sparse_rows]))
+        dense_up.append(np.array([up for _, _, _, up in sparse_rows]))
+    a_mat = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, n_cols))
     lp = highspy.HighsLp()
     lp.num_col_ = n_cols
     lp.num_row_ = a_mat.shape[0]
     lp.col_cost_ = np.zeros(n_cols)
     lp.col_lower_ = np.concatenate(col_lo)
     lp.col_upper_ = np.concatenate(col_up)
-    lp.row_lower_ = np.concatenate(row_lo)
-    lp.row_upper_ = np.concatenate(row_up)
+    lp.row_lower_ = np.concatenate(dense_lo) if dense_lo else np.zeros(0)
+    lp.row_upper_ = np.concatenate(dense_up) if dense_up else np.zeros(0)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.start_ = a_mat.indptr
     lp.a_matrix_.index_ = a_mat.indices
@@ -124,7 +131,7 @@ def _layer_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarray
     if exact and n_cols > n_cont:
         lp.integrality_ = [highspy.HighsVarType.kContinuous] * n_cont + \
             [highspy.HighsVarType.kInteger] * (n_cols - n_cont)
-    return lp, z_off[k]
+    return lp, e_mat, e_c
 
 
 def lp_tighten(
@@ -138,6 +145,7 @@ def lp_tighten(
     to_layer: int | None = None,
     exact: bool = False,
     per_neuron: float | None = None,
+    bound_rows: bool | None = None,
 ) -> tuple[list[Bound], dict[str, int]]:
     """Tighten the bounds of unstable neurons with linear programs (MIPVerify's "LP" tightening), or with
     mixed-integer programs (``exact=True``: the ReLUs of earlier layers encoded exactly).
@@ -184,11 +192,14 @@ def lp_tighten(
     with silence_native_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    if not exact:
-        # After a change of objective the previous basis stays primal feasible: primal simplex without
-        # presolve restarts from it instead of from scratch.
-        h.setOptionValue("presolve", "off")
-        h.setOptionValue("simplex_strategy", 4)
+    # HiGHS' defaults (presolve on, its own choice of simplex): primal simplex without presolve, warm-started
+    # from the previous objective's basis, was 10x slower per LP on mnist-net_256x4 layer 1 (0.21 s against
+    # 0.02 s) and stalled on some objectives of deeper layers (docs/decisions.md).
+    if exact:
+        # Only the dual bound is used: primal heuristics (sub-MIPs most of all) took two thirds of the time
+        for name in ("rens", "rins", "feasibility_jump", "root_reduced_cost"):
+            h.setOptionValue(f"mip_heuristic_run_{name}", False)
+        h.setOptionValue("mip_heuristic_effort", 0.0)
     for k in range(from_layer, last + 1):
         if deadline is not None and time.perf_counter() > deadline:
             break
@@ -197,32 +208,34 @@ def lp_tighten(
         todo = np.flatnonzero((lo_k < 0) & (up_k > 0) & ~act_k & ~ina_k)
         if todo.size == 0:
             continue
-        lp, z_first = _layer_model(net, out, fx, lo_in, up_in, k, exact)
+        lp, e_mat, e_c = _compact_model(net, out, fx, lo_in, up_in, k, exact,
+                                        (not exact) if bound_rows is None else bound_rows)
         h.passModel(lp)
+        cols = np.arange(lp.num_col_, dtype=np.int32)
         new_lo, new_up = lo_k.copy(), up_k.copy()
         for j in todo:
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            col = int(z_first + j)
             for sign in (1.0, -1.0):
-                h.changeColCost(col, sign)
+                h.changeColsCost(cols.size, cols, sign * e_mat[j])
                 limit = None if deadline is None else max(deadline - time.perf_counter(), 0.01)
                 if per_neuron is not None:
                     limit = per_neuron if limit is None else min(limit, per_neuron)
-                if limit is not None:  # HiGHS compares its limit with its run time summed over all runs
-                    h.setOptionValue("time_limit", h.getRunTime() + limit)
+                if limit is not None:
+                    # HiGHS compares an LP's limit with its run time summed over all runs, but a MIP's with
+                    # the time of the current run (measured with highspy 1.16)
+                    h.setOptionValue("time_limit", limit if exact else h.getRunTime() + limit)
                 h.run()
                 stats["lps"] += 1
                 val = _objective_bound(h, exact)
                 if val is None:
                     continue
-                val = sign * val
+                val = sign * val + e_c[j]
                 pad = 1e-7 * (1.0 + abs(val))
                 if sign > 0:
                     new_lo[j] = max(new_lo[j], val - pad)
                 else:
                     new_up[j] = min(new_up[j], val + pad)
-            h.changeColCost(col, 0.0)
             if new_lo[j] > lo_k[j] or new_up[j] < up_k[j]:
                 stats["tightened"] += 1
         out[k] = (new_lo, new_up)
