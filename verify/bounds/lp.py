@@ -211,6 +211,8 @@ def lp_tighten(
         lp, e_mat, e_c = _compact_model(net, out, fx, lo_in, up_in, k, exact,
                                         (not exact) if bound_rows is None else bound_rows)
         h.passModel(lp)
+        # with no unstable neuron before layer k the model is an LP, whose HiGHS answer has no MIP dual bound
+        mip = exact and bool(len(lp.integrality_))
         cols = np.arange(lp.num_col_, dtype=np.int32)
         new_lo, new_up = lo_k.copy(), up_k.copy()
         for j in todo:
@@ -224,10 +226,10 @@ def lp_tighten(
                 if limit is not None:
                     # HiGHS compares an LP's limit with its run time summed over all runs, but a MIP's with
                     # the time of the current run (measured with highspy 1.16)
-                    h.setOptionValue("time_limit", limit if exact else h.getRunTime() + limit)
+                    h.setOptionValue("time_limit", limit if mip else h.getRunTime() + limit)
                 h.run()
                 stats["lps"] += 1
-                val = _objective_bound(h, exact)
+                val = _objective_bound(h, mip)
                 if val is None:
                     continue
                 val = sign * val + e_c[j]
