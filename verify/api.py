@@ -632,10 +632,9 @@ def _milp_bounds_apply(ctx: VerifyContext) -> bool:
     sizes = ctx.network.relu_sizes
     if not (ctx.options.milp_share > 0 and len(sizes) >= 2 and ctx.hidden is not None):
         return False
-    lo, up = ctx.hidden[1]
-    unstable0 = int(np.sum((ctx.hidden[0][0] < 0) & (ctx.hidden[0][1] > 0)))
+    unstable0, unstable1 = _unstable(ctx.hidden[:2])
     entries = (sizes[0] + sizes[1]) * (ctx.network.n_inputs + 3 * unstable0)
-    return bool(np.any((lo < 0) & (up > 0))) and entries <= MILP_BOUNDS_MAX_ENTRIES
+    return unstable1 > 0 and entries <= MILP_BOUNDS_MAX_ENTRIES
 
 
 def _milp_bounds(ctx: VerifyContext, stop: float) -> None:
@@ -644,8 +643,7 @@ def _milp_bounds(ctx: VerifyContext, stop: float) -> None:
     bound becomes the tighter bounds."""
     tm = time.perf_counter()
     budget = ctx.options.milp_share * (stop - tm)
-    lo, up = ctx.hidden[1]
-    per_neuron = float(np.clip(budget / max(1, 2 * int(np.sum((lo < 0) & (up > 0)))), 0.1, 2.0))
+    per_neuron = float(np.clip(budget / max(1, 2 * _unstable(ctx.hidden[1:2])[0]), 0.1, 2.0))
     _, milp_stats = ctx.bounds.milp_tightened(tm + budget, to_layer=1, per_neuron=per_neuron)
     ctx.hidden, ctx.out_bounds = ctx.bounds.best[:-1], ctx.bounds.best[-1]
     ctx.timings["milp_bounds"] = time.perf_counter() - tm

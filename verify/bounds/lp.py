@@ -61,8 +61,17 @@ def _compact_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarr
     post = np.zeros((n0, n_cols))  # the post-activation of the layer before, as E @ v + e
     post[:, :n0] = np.eye(n0)
     post_c = np.zeros(n0)
-    dense, dense_lo, dense_up = [], [], []  # rows over v, with their bounds
-    sparse_rows = []  # (cols, vals, lo, up) rows of two or three entries
+    blocks, row_lo, row_up = [], [], []  # row blocks over v, with their bounds
+
+    def add(cols: list[np.ndarray], vals: list[np.ndarray], lo: np.ndarray | float, up: np.ndarray | float) -> None:
+        """One row per unstable neuron of the layer: ``sum_t vals[t] * v[cols[t]]`` within ``[lo, up]``."""
+        n = cols[0].size
+        r = np.arange(n)
+        blocks.append(_csr(np.tile(r, len(cols)), np.concatenate(cols),
+                           np.concatenate([np.broadcast_to(v, (n,)) for v in vals]), n, n_cols))
+        row_lo.append(np.broadcast_to(lo, (n,)))
+        row_up.append(np.broadcast_to(up, (n,)))
+
     col_lo, col_up = [lo_in], [up_in]
     for m in range(k + 1):
         e_mat = net.weights[m] @ post
@@ -76,30 +85,29 @@ def _compact_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarr
         a_cols = z_cols + u.size
         rows = e_mat[u].copy()
         rows[np.arange(u.size), z_cols] -= 1.0  # E v - z = -e
-        dense.append(rows)
-        dense_lo.append(-e_c[u])
-        dense_up.append(-e_c[u])
+        blocks.append(sp.csr_matrix(rows))
+        row_lo.append(-e_c[u])
+        row_up.append(-e_c[u])
         keep = (act & (lo_m <= 0)) | (ina & (up_m >= 0))
         if bound_rows:
             keep |= (on | dead) & ~act & ~ina
         keep_lo = np.where(act, 0.0, np.where(ina, -inf, lo_m))
         keep_up = np.where(ina, 0.0, np.where(act, inf, up_m))
         if keep.any():
-            dense.append(e_mat[keep])
-            dense_lo.append(keep_lo[keep] - e_c[keep])
-            dense_up.append(keep_up[keep] - e_c[keep])
+            blocks.append(sp.csr_matrix(e_mat[keep]))
+            row_lo.append(keep_lo[keep] - e_c[keep])
+            row_up.append(keep_up[keep] - e_c[keep])
         lo_u, up_u = lo_m[u], up_m[u]
         col_lo += [lo_u, np.zeros(u.size)]
         col_up += [up_u, up_u]
-        slope = up_u / (up_u - lo_u)
-        for i in range(u.size):
-            z, a = z_cols[i], a_cols[i]
-            sparse_rows.append(([a, z], [1.0, -1.0], 0.0, inf))  # a >= z
-            sparse_rows.append(([a, z], [1.0, -slope[i]], -inf, -slope[i] * lo_u[i]))  # triangle's upper side
+        if u.size:
+            slope = up_u / (up_u - lo_u)
+            add([a_cols, z_cols], [1.0, -1.0], 0.0, inf)  # a >= z
+            add([a_cols, z_cols], [1.0, -slope], -inf, -slope * lo_u)  # the triangle's upper side
             if exact:
-                d = d_off[m] + i
-                sparse_rows.append(([a, d], [1.0, -up_u[i]], -inf, 0.0))  # a <= u d
-                sparse_rows.append(([a, z, d], [1.0, -1.0, -lo_u[i]], -inf, -lo_u[i]))  # a <= z - l (1 - d)
+                d_cols = d_off[m] + np.arange(u.size)
+                add([a_cols, d_cols], [1.0, -up_u], -inf, 0.0)  # a <= u d
+                add([a_cols, z_cols, d_cols], [1.0, -1.0, -lo_u], -inf, -lo_u)  # a <= z - l (1 - d)
         post = np.where(on[:, None], e_mat, 0.0)
         post_c = np.where(on, e_c, 0.0)
         post[u] = 0.0
@@ -108,13 +116,6 @@ def _compact_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarr
     if exact:
         col_lo.append(np.zeros(n_cols - n_cont))
         col_up.append(np.ones(n_cols - n_cont))
-    blocks = [sp.csr_matrix(np.vstack(dense))] if dense else []
-    if sparse_rows:
-        r = np.concatenate([np.full(len(c), i) for i, (c, _, _, _) in enumerate(sparse_rows)])
-        blocks.append(_csr(r, np.concatenate([c for c, _, _, _ in sparse_rows]),
-                           np.concatenate([v for _, v, _, _ in sparse_rows]), len(sparse_rows), n_cols))
-        dense_lo.append(np.array([lo for _, _, lo, _ in sparse_rows]))
-        dense_up.append(np.array([up for _, _, _, up in sparse_rows]))
     a_mat = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, n_cols))
     lp = highspy.HighsLp()
     lp.num_col_ = n_cols
@@ -122,8 +123,8 @@ def _compact_model(net: ReluNetwork, out: list[Bound], fx: dict, lo_in: np.ndarr
     lp.col_cost_ = np.zeros(n_cols)
     lp.col_lower_ = np.concatenate(col_lo)
     lp.col_upper_ = np.concatenate(col_up)
-    lp.row_lower_ = np.concatenate(dense_lo) if dense_lo else np.zeros(0)
-    lp.row_upper_ = np.concatenate(dense_up) if dense_up else np.zeros(0)
+    lp.row_lower_ = np.concatenate(row_lo) if row_lo else np.zeros(0)
+    lp.row_upper_ = np.concatenate(row_up) if row_up else np.zeros(0)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.start_ = a_mat.indptr
     lp.a_matrix_.index_ = a_mat.indices
@@ -168,6 +169,8 @@ def lp_tighten(
         to_layer: last ReLU layer to tighten.
         exact: MILPs instead of LPs (for the first layers: the binaries grow with the depth).
         per_neuron: time limit of one MILP (its dual bound is used when it stops).
+        bound_rows: keep every stable neuron's bounds as a row (they cut the LP relaxation, a dense row each);
+            ``None``: for LPs, not for MILPs (see :func:`_compact_model`).
 
     Returns:
         The tightened bounds (same layout) and counts ``{"lps": solved, "tightened": neurons improved,
