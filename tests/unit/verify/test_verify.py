@@ -167,3 +167,16 @@ def test_shared_bounds_of_another_box_are_refused():
         verify.verify(net, spec, timeout=5, bounds=other, attack=False)
     with pytest.raises(SpecError, match="BoxBounds"):
         verify.verify(net, spec, timeout=5, bounds="not bounds", attack=False)
+
+
+def test_the_hinge_loss_of_a_clause_is_zero_exactly_where_its_max_is_not_positive():
+    from verify.attack import _clause_losses
+
+    gen = torch.Generator().manual_seed(0)
+    a = np.array([[1.0, -1.0, 0.0], [0.0, -1.0, 1.0]])
+    spec = Spec(np.zeros(2), np.ones(2), [(a, np.zeros(2)), (a[:1], np.array([0.5]))])
+    y = torch.randn((500, 3), generator=gen, dtype=torch.float64)
+    y[:50, 1] = y[:50, [0, 2]].max(1).values + 0.1  # some outputs inside the first clause
+    hinge, top = _clause_losses(spec, y, hinge=True), _clause_losses(spec, y)
+    assert torch.equal(hinge == 0, top <= 0)
+    assert bool((hinge >= top.clamp(min=0)).all())  # the sum of violated rows bounds the largest one
