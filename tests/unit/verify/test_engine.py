@@ -129,6 +129,53 @@ def test_a_batch_of_many_equals_each_domain_alone():
         np.testing.assert_allclose(one.numpy(), many[d:d + 1].numpy(), rtol=1e-13, atol=1e-13)
 
 
+def _sparse_network(seed: int):
+    """A small network whose first two weight matrices are mostly zeros (like an unrolled convolution)."""
+    from verify.network import ReluNetwork
+
+    base = relu_network((12, 5, 4, 2), seed=seed, bias_scale=CASE_BIAS)
+    rng = np.random.default_rng(seed)
+    weights = [w * (rng.random(w.shape) < 0.1 * (k == 0)) if k < 2 else w for k, w in enumerate(base.weights)]
+    for w in weights[:2]:  # keep every row and column connected
+        w[np.arange(w.shape[0]), np.arange(w.shape[0]) % w.shape[1]] = 1.0
+    return ReluNetwork(weights, base.biases)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sparse_layers_give_the_dense_bounds_and_stay_below_the_exact_minimum(seed):
+    net = _sparse_network(seed)
+    lo, up = -np.ones(12), np.ones(12)
+    sparse_t = TorchNetwork(net)
+    dense_t = TorchNetwork(net)
+    dense_t.sparse = [False] * len(dense_t.sparse)
+    assert sparse_t.sparse == [True, True, False]
+    rng = np.random.default_rng(seed)
+    B = 3
+    t_lo, t_up, t_sign, signs = _domains(net, lo, up, B, rng)
+    rel = [relax(t_lo[j], t_up[j]) for j in range(2)]
+    C = rng.normal(size=(2, 2))
+    coef = (torch.as_tensor(C) @ sparse_t.W[-1]).expand(B, -1, -1)
+    const = (torch.as_tensor(C) @ sparse_t.b[-1]).expand(B, -1)
+    alphas = [torch.as_tensor(rng.random((B, 2, n))) for n in net.relu_sizes]
+    betas = [torch.as_tensor(rng.random((B, 2, n))) for n in net.relu_sizes]
+    lows = []
+    for tnet in (sparse_t, dense_t):
+        eng = Engine(tnet, lo, up)
+        low, _, _ = eng.lower(rel, 2, coef, const, alphas=alphas, betas=betas, signs=t_sign)
+        est = eng.estimate(rel, 2, coef, const, alphas=alphas, betas=betas, signs=t_sign)
+        opt_a, _, _ = eng.optimise(rel, 2, coef, const, iters=5)
+        lows.append((low.numpy(), est.numpy(), [a.numpy() for a in opt_a]))
+        np.testing.assert_allclose(tnet.forward(torch.ones(1, 12, dtype=torch.float64)).numpy(),
+                                   net.forward(np.ones((1, 12))), rtol=1e-12)
+    np.testing.assert_allclose(lows[0][0], lows[1][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lows[0][1], lows[1][1], rtol=1e-4, atol=1e-4)
+    for a, b in zip(lows[0][2], lows[1][2], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    for d in range(B):
+        for r in range(2):
+            assert lows[0][0][d, r] <= _exact_min(net, C[r], lo, up, signs[d]) + 1e-9
+
+
 def test_box_bounds_are_the_engine_on_a_batch_of_one():
     # BoxBounds' output bounds are the engine's back-substitution of C on one domain
     net = relu_network((4, 8, 8, 3), seed=2, bias_scale=CASE_BIAS)
