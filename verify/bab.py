@@ -81,6 +81,9 @@ TOL = 1e-4
 SHALLOW = 12
 #: Branching rules.
 BRANCHING = ("fsb", "babsr")
+#: Domains per batch whose bound-minimising inputs get PGD steps (those with the lowest bounds): the PGD of
+#: every domain of a 1,024-domain batch took a fifth of the search's time on mnist-net_256x6.
+PGD_DOMAINS = 128
 
 
 @dataclass
@@ -287,7 +290,7 @@ class _Search:
             scores.append(torch.where(r.unstable, gain + 1e-12, torch.full_like(gain, -1.0)))
         return low, x_star, torch.cat(scores, 1), rel, al, be, signs
 
-    def fsb(self, lo, up, rel, alphas, betas, signs, flat: torch.Tensor) -> torch.Tensor:
+    def fsb(self, rel, alphas, betas, signs, flat: torch.Tensor) -> torch.Tensor:
         """Filtered smart branching: of the top candidates by score, the neuron whose worse child gets the
         highest bound (one engine pass over both children of every candidate, the parent's slopes and
         multipliers); ``(B, 1)`` flat neuron indices."""
@@ -296,20 +299,22 @@ class _Search:
         top = flat.topk(k, dim=1)
         cand = top.indices  # (B, k)
         n = 2 * k  # child c of candidate i of domain p is row (i * 2 + c) * B + p
-        c_lo = [v.repeat(n, 1) for v in lo]
-        c_up = [v.repeat(n, 1) for v in up]
+        # the parent's relaxations (in float32, as the estimate uses them), the split neuron fixed in each child
+        c_rel = [r.to(torch.float32).repeat(n) for r in rel]
         idx = torch.arange(B, device=self.dev)
         for i in range(k):
             layer, neuron = self._locate(cand[:, i])
-            for c in (0, 1):
-                self._split(c_lo, c_up, None, (i * 2 + c) * B + idx, layer, neuron, active=bool(c))
-        c_rel = [relax(c_lo[j], c_up[j]) for j in range(self.n_relu)]
+            for j in range(self.n_relu):
+                sel = torch.nonzero(layer == j).reshape(-1)
+                if sel.numel():
+                    for c in (0, 1):
+                        c_rel[j].fix((i * 2 + c) * B + idx[sel], neuron[sel], active=bool(c))
         coef, const = self._clause_inputs(n * B)
 
         def rep(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
-            return None if v is None else [t.repeat(n, 1, 1) for t in v]
+            return None if v is None else [t.to(torch.float32).repeat(n, 1, 1) for t in v]
 
-        sg = None if signs is None else [s.repeat(n, 1) for s in signs]
+        sg = None if signs is None else [s.to(torch.float32).repeat(n, 1) for s in signs]
         low = self.eng.estimate(c_rel, self.n_relu, coef, const, alphas=rep(alphas), betas=rep(betas), signs=sg)
         child = low.max(1).values.view(k, 2, B).min(1).values.T  # (B, k): the worse child per candidate
         child = torch.where(top.values >= 0, child, torch.full_like(child, -torch.inf))
@@ -339,8 +344,7 @@ class _Search:
                 def sub(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
                     return None if v is None else [t[live] for t in v]
 
-                choice[live] = self.fsb(sub(lo), sub(up), [r.pick(live) for r in rel], sub(al), sub(be),
-                                        sub(signs), flat[live])
+                choice[live] = self.fsb([r.pick(live) for r in rel], sub(al), sub(be), sub(signs), flat[live])
             else:
                 choice[live] = flat[live].topk(min(MAX_SPLITS, flat.shape[1]), dim=1).indices
         q = _Queue(lo, up, sign, lb, choice, splittable, depth)
@@ -348,14 +352,17 @@ class _Search:
 
     # ---- counterexamples -----------------------------------------------------------------------------------
 
-    def candidate(self, xs: torch.Tensor) -> np.ndarray | None:
-        """Try the domains' bound-minimising inputs, then a few PGD steps from them, on the network."""
+    def candidate(self, xs: torch.Tensor, lb: torch.Tensor | None = None) -> np.ndarray | None:
+        """Try the domains' bound-minimising inputs, then a few PGD steps from those of the
+        :data:`PGD_DOMAINS` domains with the lowest bounds ``lb`` (all without ``lb``), on the network."""
         tnet, A, b = self.tnet, self.A, self.bvec
         y = tnet.forward(xs)
         viol = ((y @ A.T - b) <= 0).all(1)
         if not bool(viol.any()) and self.pgd_steps:
             lo, up = self.eng.x_lo, self.eng.x_up
             width = up - lo
+            if lb is not None and xs.shape[0] > PGD_DOMAINS:
+                xs = xs[torch.argsort(lb)[:PGD_DOMAINS]]
             x = xs.clone()
             for step in range(self.pgd_steps):
                 with torch.enable_grad():
@@ -481,7 +488,7 @@ class _Search:
             self.stats["domains"] += n_child * take
             self.stats["batches"] += 1
             self.stats["max_depth"] = max(self.stats["max_depth"], int(depth.max()))
-            x = self.candidate(x_try)
+            x = self.candidate(x_try, kids.lb)
             if x is not None:
                 return self.done("falsified", x)
             queue = queue.extend(kids.pick(open_))

@@ -171,8 +171,29 @@ class Relaxation:
 
     def pick(self, rows: torch.Tensor) -> Relaxation:
         """The relaxations of some domains of the batch."""
-        return Relaxation(*(getattr(self, f)[rows] for f in ("s_low", "s_up", "t_up", "z_mag", "a_mag",
-                                                              "unstable")))
+        return Relaxation(*(getattr(self, f)[rows] for f in _RELAXATION_FIELDS))
+
+    def to(self, dtype: torch.dtype) -> Relaxation:
+        """The relaxation in ``dtype`` (the mask stays boolean)."""
+        return Relaxation(*(getattr(self, f) if f == "unstable" else getattr(self, f).to(dtype)
+                            for f in _RELAXATION_FIELDS))
+
+    def repeat(self, n: int) -> Relaxation:
+        """The batch ``n`` times over (row ``c * B + p`` is domain ``p``), a copy."""
+        return Relaxation(*(getattr(self, f).repeat(n, 1) for f in _RELAXATION_FIELDS))
+
+    def fix(self, rows: torch.Tensor, cols: torch.Tensor, active: bool) -> None:
+        """In place: unstable neuron ``cols[i]`` of domain ``rows[i]`` becomes the identity (``active``) or zero,
+        as :func:`relax` makes it once its bounds are clipped at 0. ``z_mag`` and ``a_mag`` keep their values:
+        they only size rounding-error terms, for which a larger magnitude stays sound."""
+        value = 1.0 if active else 0.0
+        self.s_low[rows, cols] = value
+        self.s_up[rows, cols] = value
+        self.t_up[rows, cols] = 0.0
+        self.unstable[rows, cols] = False
+
+
+_RELAXATION_FIELDS = ("s_low", "s_up", "t_up", "z_mag", "a_mag", "unstable")
 
 
 def relax(lo: torch.Tensor, up: torch.Tensor, active: torch.Tensor | None = None,

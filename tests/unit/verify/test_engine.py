@@ -176,6 +176,29 @@ def test_sparse_layers_give_the_dense_bounds_and_stay_below_the_exact_minimum(se
             assert lows[0][0][d, r] <= _exact_min(net, C[r], lo, up, signs[d]) + 1e-9
 
 
+def test_fixing_a_neuron_in_a_relaxation_equals_relaxing_its_clipped_bounds():
+    # filtered smart branching scores its children from the parent's relaxation with one neuron fixed
+    gen = torch.Generator().manual_seed(0)
+    lo = torch.randn((4, 6), generator=gen, dtype=torch.float64) - 0.5
+    up = lo + torch.rand((4, 6), generator=gen, dtype=torch.float64) * 2
+    rows, cols = torch.nonzero((lo < 0) & (up > 0), as_tuple=True)  # the unstable neurons (the candidates)
+    assert rows.numel() >= 3
+    for active in (True, False):
+        c_lo, c_up = lo.clone(), up.clone()
+        if active:
+            c_lo[rows, cols] = c_lo[rows, cols].clamp(min=0)
+        else:
+            c_up[rows, cols] = c_up[rows, cols].clamp(max=0)
+        want = relax(c_lo, c_up)
+        got = relax(lo, up).repeat(2)
+        got.fix(rows + 4, cols, active)  # the second copy of the batch
+        for f in ("s_low", "s_up", "t_up", "unstable"):
+            assert torch.equal(getattr(got, f)[4:], getattr(want, f)), (active, f)
+            assert torch.equal(getattr(got, f)[:4], getattr(relax(lo, up), f))
+        # the magnitudes stay those of the parent: never below the child's (sound for rounding terms)
+        assert bool((got.z_mag[4:] >= want.z_mag).all()) and bool((got.a_mag[4:] >= want.a_mag).all())
+
+
 def test_box_bounds_are_the_engine_on_a_batch_of_one():
     # BoxBounds' output bounds are the engine's back-substitution of C on one domain
     net = relu_network((4, 8, 8, 3), seed=2, bias_scale=CASE_BIAS)
