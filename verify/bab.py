@@ -10,13 +10,14 @@ once, with alpha-CROWN slopes and beta-CROWN split multipliers searched for the 
 
 * if a row of the unsafe clause ``A @ y <= b`` has a positive lower bound of ``A_r @ y - b_r``, or a layer's
   lower bound exceeds its upper bound (no input follows the splits), the domain is **pruned**;
-* the input minimising the clause's linear lower bound (and a few PGD steps from it) is run through the
-  network: if its output lies in the clause, it is a counterexample **candidate** (the caller re-checks it
-  everywhere before any ``sat``);
+* the input minimising the clause's linear lower bound (and, for the :data:`PGD_DOMAINS` domains of the
+  batch with the lowest bounds, a few PGD steps from it) is run through the network: if its output lies in
+  the clause, it is a counterexample **candidate** (the caller re-checks it everywhere before any ``sat``);
 * otherwise the domain is split. The neuron: the BaBSR-style score (the relaxation's share of the bound)
   ranks the unstable neurons, and with ``branching="fsb"`` (filtered smart branching) the top
-  :data:`FSB_CANDIDATES` are scored by the bounds their two children would get (one engine pass each,
-  with the parent's slopes) and the best is split. The domains with the lowest bounds are processed first,
+  :data:`FSB_CANDIDATES` are scored by the bounds their two children would get (one float32 engine pass
+  over all of them, with the parent's slopes and its relaxations with the one neuron fixed) and the best
+  is split. The domains with the lowest bounds are processed first,
   in batches that grow (up to ``max_batch``) while a batch takes under :data:`BATCH_SECONDS`.
 
 The alpha/beta search takes at most ``iters`` Adam steps per batch (:data:`ROOT_ITERS` at the root), from
