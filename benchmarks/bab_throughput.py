@@ -1,6 +1,7 @@
 """Branch and bound before and after the bound engine (issue 17), in one run on one machine.
 
-For each clause (a VNN-COMP 2021 mnistfc network, property and unsafe clause that the bounds leave open),
+For each clause (a VNN-COMP 2021 mnistfc or marabou-cifar10 network, property and unsafe clause that the
+bounds leave open),
 the same root bounds (BoxBounds: CROWN + alpha-CROWN) go to
 
 * ``before``: verify/bab.py as of commit ``--before`` (default 113a188, the last commit before the engine),
@@ -40,8 +41,11 @@ from verify.bounds import BoxBounds
 from verify.network import ReluNetwork
 from verify.vnnlib import read_vnnlib
 
-#: (network, property): the two lowest-bound clauses of each are run.
-CASES = [("256x6", "prop_5_0.03"), ("256x6", "prop_6_0.05"), ("256x4", "prop_0_0.03"), ("256x4", "prop_5_0.03")]
+#: (network, property): the lowest-bound clauses of each are run (``--clauses``). The mnistfc networks are
+#: mnist-net_<network>.onnx; the marabou-cifar10 property is the category's one ``unsat`` instance (a
+#: convolutional network: its first two layers go through the engine's sparse products).
+CASES = [("256x6", "prop_5_0.03"), ("256x6", "prop_6_0.05"), ("256x4", "prop_0_0.03"), ("256x4", "prop_5_0.03"),
+         ("cifar10_small", "networkcifar10_small_index9409_eps0.012_target0_orig9")]
 
 
 def _old_bab(commit: str):
@@ -66,10 +70,11 @@ def main() -> None:
     parser.add_argument("--clauses", type=int, default=2, help="lowest-bound clauses per property")
     args = parser.parse_args()
     old = _old_bab(args.before)
-    root = data_root() / "vnncomp2021" / "mnistfc"
     rows = []
     for net_name, prop in CASES:
-        net = ReluNetwork.from_onnx(root / f"mnist-net_{net_name}.onnx")
+        cifar = net_name.startswith("cifar10")
+        root = data_root() / "vnncomp2021" / ("marabou-cifar10" if cifar else "mnistfc")
+        net = ReluNetwork.from_onnx(root / (f"{net_name}.onnx" if cifar else f"mnist-net_{net_name}.onnx"))
         spec = read_vnnlib(root / f"{prop}.vnnlib", n_inputs=net.n_inputs, n_outputs=net.n_outputs)
         box = BoxBounds(net, spec.lower, spec.upper)
         box.optimised()
