@@ -191,16 +191,16 @@ def main() -> None:
     args = parser.parse_args()
     CATEGORY[0] = args.category
     args.networks = args.networks or NETWORKS[args.category]
+    # a run side by side with Marabou keeps its own rows and notes (its timeouts may differ from the main table's)
+    key = args.solver + ("-with-marabou" if args.marabou else "")
     if args.note:
-        kept = _notes(args.solver).read_text().splitlines() if _notes(args.solver).exists() else []
+        kept = _notes(key).read_text().splitlines() if _notes(key).exists() else []
         kept = [] if args.note == [""] else [*kept, *(n.replace("\n", " ") for n in args.note)]
-        _notes(args.solver).write_text("".join(line + "\n" for line in kept))
+        _notes(key).write_text("".join(line + "\n" for line in kept))
     if args.shard:
         shard, shards = (int(v) for v in args.shard.split("/"))
         args.part = args.part or f"s{shard}"
     TIMEOUT_SCALE[0] = args.timeout_scale
-    # a run side by side with Marabou keeps its own rows (its timeouts may differ from the main table's)
-    key = args.solver + ("-with-marabou" if args.marabou else "")
     command = "python benchmarks/vnncomp_mnistfc.py " + " ".join(sys.argv[1:])
     root = data_root()
     bench = root / "vnncomp2021" / args.category
