@@ -160,13 +160,18 @@ def _run_marabou(onnx_path: Path, vnnlib_path: Path, limit: float, cache: dict):
     """Marabou on one instance (the network from neurospec's cache, the same property reader)."""
     from verify.marabou import verify_marabou
     from verify.network import ReluNetwork
+    from verify.result import VerificationResult
     from verify.vnnlib import read_vnnlib
 
     t0 = time.perf_counter()
     key = str(Path(onnx_path).resolve())
     net = cache.get(key) or cache.setdefault(key, ReluNetwork.from_onnx(onnx_path))
     spec = read_vnnlib(vnnlib_path, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
-    res = verify_marabou(net, spec, timeout=max(limit - (time.perf_counter() - t0), 0.5))
+    try:
+        res = verify_marabou(net, spec, timeout=max(limit - (time.perf_counter() - t0), 0.5))
+    except MemoryError:  # e.g. under `prlimit --as`: Marabou took 22 GB on cifar10_large before its time limit
+        res = VerificationResult("error", message="Marabou ran out of memory", solver="marabou")
+        res.timings["total"] = time.perf_counter() - t0
     res.timings["load"] = time.perf_counter() - t0 - res.timings.get("total", 0.0)
     return res
 

@@ -143,16 +143,16 @@ class TorchNetwork:
         return coef @ (self.W[j] if coef.dtype == torch.float64 else self.float32()[0][j])
 
     def apply(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W_j.T`` (no bias) for ``x`` of shape ``(..., n_j)``."""
+        """``x @ W_j.T`` (no bias) for ``x`` of shape ``(..., n_j)`` in float64 or float32."""
         if self.sparse[j] and x.numel():
             return self._sparse_product("w", j, x)
-        return x @ self.W[j].T
+        return x @ (self.W[j] if x.dtype == torch.float64 else self.float32()[0][j]).T
 
     def apply_abs(self, j: int, x: torch.Tensor) -> torch.Tensor:
         """``x @ |W_j|.T`` (the rounding-error terms) for ``x`` of shape ``(..., n_j)``."""
         if self.sparse[j] and x.numel():
             return self._sparse_product("absw", j, x)
-        return x @ self.absW[j].T
+        return x @ self.absW[j].to(x.dtype).T
 
 
 @dataclass
