@@ -4,7 +4,8 @@ A call runs the phases of :data:`PHASES` in turn, all inside one wall-clock budg
 every phase included); each phase reads and extends one :class:`VerifyContext` and either ends the run with a
 :class:`Verdict` or hands on to the next one. The settings live in a frozen :class:`VerifyOptions`.
 
-1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``;
+1. **attack** — random starts + PGD on the real float32 model; a candidate that re-checks is ``falsified``
+   (properties with fixed ReLU states get their PGD in phase 3a, from the caller's starts);
 2. **bounds** — interval + CROWN back-substitution; an unsafe clause whose lower bound is positive is
    empty; when every clause is, the property is ``verified`` without a MILP;
 2b. **alpha** — for clauses still open, alpha-CROWN (relaxation slopes optimised by gradient ascent,
@@ -12,9 +13,10 @@ every phase included); each phase reads and extends one :class:`VerifyContext` a
 3. **milp_quick** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause
    on the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
    of the time in all); NAP queries, whose fixed states remove most binaries, usually end here;
-3a. **patterns** — with ``verify(..., starts=inputs)`` (e.g. the images that follow a NAP): local search over
-   activation patterns from those inputs (:func:`verify.attack.pattern_search`: one LP per pattern, flipping
-   the free neurons the optimum pushes against), ``PATTERN_SHARE`` of the time left;
+3a. **patterns** — with ``verify(..., starts=inputs)`` (e.g. the images that follow a NAP): local search from
+   those inputs: first, with ``attack`` on, PGD that keeps the fixed ReLU states (:func:`verify.attack.
+   state_attack`; method ``attack``), then activation patterns (:func:`verify.attack.pattern_search`: one LP
+   per pattern, flipping the free neurons the optimum pushes against), ``PATTERN_SHARE`` of the time left;
 3b. **bab** — clauses still open go to branch and bound on ReLU splits (:mod:`verify.bab`): domains bounded
    with CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split
    on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left;
@@ -64,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 #: The share of the time left after the quick MILP pass that the activation-pattern search may take.
 PATTERN_SHARE = 0.3
+#: The share of the time left after the quick MILP pass that PGD keeping the fixed states may take first.
+STATE_ATTACK_SHARE = 0.5
 #: Branch and bound first runs from the alpha-CROWN bounds for this share of its time; a clause still open
 #: then gets MILP bounds of the first layers (``VerifyOptions.milp_share``) and the rest of the time.
 STALL_SHARE = 0.1
@@ -79,7 +83,8 @@ class VerifyOptions:
     Attributes:
         solver: ``"cbc"`` (default) or ``"highs"``.
         timeout: wall-clock seconds for everything (> 0).
-        attack: run the PGD falsification phase first (skipped for specs with fixed ReLU states).
+        attack: run the PGD falsification phase first (a spec with fixed ReLU states gets PGD that keeps them,
+            from ``starts``, in phase 3a instead).
         seed: seed of the attack.
         lp_share: share of the time left that LP tightening of unstable neurons may take before the clauses
             still open are retried by the full MILP.
@@ -468,10 +473,11 @@ def _quick_milp_phase(ctx: VerifyContext) -> Verdict | None:
 
 
 def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
-    """3a. Local search over activation patterns from the caller's ``starts`` for the clauses the quick MILP
-    left open (:func:`verify.attack.pattern_search`), ``PATTERN_SHARE`` of the time left; skipped without
-    starts."""
-    from verify.attack import pattern_search
+    """3a. Local search from the caller's ``starts`` for the clauses the quick MILP left open; skipped without
+    starts. First (with ``attack`` on) PGD that keeps the fixed ReLU states (:func:`verify.attack.state_attack`,
+    at most ``STATE_ATTACK_SHARE`` of the time left), then activation-pattern LPs
+    (:func:`verify.attack.pattern_search`), ``PATTERN_SHARE`` of the time left."""
+    from verify.attack import pattern_search, state_attack
 
     if ctx.starts is None or not ctx.pending:
         return None
@@ -479,6 +485,23 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
     ctx.timings["milp_quick"] = tp - ctx.milp_start
     spec = ctx.spec
     sub = Spec(spec.lower, spec.upper, [spec.unsafe[i] for i in ctx.pending], spec.relu_states, spec.name)
+    if ctx.options.attack:
+        confirmed: list[Counterexample] = []
+
+        def check(x: np.ndarray) -> bool:
+            cex = _confirm(ctx.network, spec, x)
+            if cex is not None:
+                confirmed.append(cex)
+            return cex is not None
+
+        state_attack(ctx.network, sub, ctx.starts, seed=ctx.options.seed, check=check,
+                     deadline=tp + STATE_ATTACK_SHARE * (ctx.deadline - tp))
+        ctx.timings["state_attack"] = time.perf_counter() - tp
+        ctx.stats["state_attack"] = {"found": bool(confirmed)}
+        if confirmed:
+            ctx.milp_start = time.perf_counter()
+            return Verdict("falsified", "attack", confirmed[0])
+        tp = time.perf_counter()
     x = pattern_search(ctx.network, sub, ctx.starts, deadline=tp + PATTERN_SHARE * (ctx.deadline - tp))
     cex = None if x is None else _confirm(ctx.network, spec, x)
     ctx.timings["patterns"] = time.perf_counter() - tp
@@ -752,10 +775,10 @@ def _nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray,
         # competitor queries
         shared = BoxBounds(network, lo, hi, states)
         return [verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs, targets=[j]),
-                       solver=solver, timeout=timeout, attack=False, bounds=shared, starts=starts)
+                       solver=solver, timeout=timeout, bounds=shared, starts=starts)
                 for j in range(network.n_outputs) if j != c]
     return verify(network, nap_robustness_spec(lo, hi, states, c, network.n_outputs), solver=solver,
-                  timeout=timeout, attack=False, starts=starts)
+                  timeout=timeout, starts=starts)
 
 
 def _check_starts(network, starts: np.ndarray | None) -> np.ndarray | None:

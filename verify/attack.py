@@ -28,10 +28,14 @@ import torch
 
 from verify.properties import Spec
 
-__all__ = ["pattern_search", "pgd_attack", "spec_loss"]
+__all__ = ["pattern_search", "pgd_attack", "spec_loss", "state_attack"]
 
 #: Signed-gradient steps of an output-diversified start (each a quarter of the box width at most).
 ODS_STEPS = 10
+#: :func:`state_attack`: the margin from 0 that the loss asks of a fixed neuron's pre-activation, and the
+#: weight of the states' violation against the property's loss.
+STATE_MARGIN = 1e-3
+STATE_WEIGHT = 1.0
 
 
 def spec_loss(spec: Spec, y: torch.Tensor) -> torch.Tensor:
@@ -267,3 +271,87 @@ def pattern_search(net, spec: Spec, starts: np.ndarray, *, deadline: float | Non
                     break
                 pattern = [np.where(f, ~p, p) for p, f in zip(pattern, flips, strict=True)]
     return None
+
+
+def state_attack(net, spec: Spec, starts: np.ndarray | None = None, restarts: int = 32, steps: int = 200,
+                 seed: int = 0, deadline: float | None = None, check=None) -> np.ndarray | None:
+    """PGD for a property with fixed ReLU states (a NAP): an input of the box that follows every state and
+    lies in an unsafe clause.
+
+    It minimises the property's loss (:func:`spec_loss`) plus :data:`STATE_WEIGHT` times the states'
+    violation (``max(STATE_MARGIN - z, 0)`` summed over the neurons fixed active, ``max(z + STATE_MARGIN, 0)``
+    over those fixed inactive) by signed-gradient steps on the float32 network (its sparse layers stay
+    sparse), from the ``starts`` that follow the states and lie deepest in the property (e.g. the test images
+    that follow a NAP), then from uniform points of the box. A candidate must follow every state strictly
+    (``z > 0`` / ``z <= 0``) and lie in a clause in float32; ``check`` (e.g. the verifier's re-check on the
+    float64 network, the torch model and onnxruntime) may still reject it, and the search goes on. On
+    cifar10_small's NAP robustness queries at delta 0.95 (10 s each), 34 of the 44 that timed out fall
+    this way in 0.03-2.3 s.
+
+    Args:
+        net: a :class:`verify.network.ReluNetwork`.
+        spec: the property; without ``relu_states`` this is plain PGD on the extracted network.
+        starts: ``(n, n_inputs)`` inputs (those outside the box are dropped), or None.
+        restarts: inputs descended at once; steps: signed-gradient steps.
+        seed: random seed of the uniform starts.
+        deadline: ``time.perf_counter()`` value at which to stop.
+        check: optional callable ``x -> bool`` that accepts a candidate.
+
+    Returns:
+        A candidate input (flattened float64), or ``None``.
+
+    Example:
+        >>> x = state_attack(net, nap_spec, starts=test_images_of_class_3, deadline=time.perf_counter() + 5)  # doctest: +SKIP
+    """
+    from verify.bounds import one_torch_thread
+    from verify.bounds.engine import TorchNetwork
+
+    tnet = TorchNetwork.of(net)
+    lo = torch.as_tensor(np.asarray(spec.lower), dtype=torch.float32)
+    hi = torch.as_tensor(np.asarray(spec.upper), dtype=torch.float32)
+    width = hi - lo
+    fixed = [(k, torch.as_tensor(np.asarray(a, dtype=bool)), torch.as_tensor(np.asarray(i, dtype=bool)))
+             for k, (a, i) in sorted((spec.relu_states or {}).items())]
+    gen = torch.Generator().manual_seed(seed)
+    pool = np.zeros((0, net.n_inputs))
+    if starts is not None:
+        pool = np.asarray(starts, dtype=np.float64).reshape(-1, net.n_inputs)
+        pool = pool[np.all((pool >= spec.lower) & (pool <= spec.upper), axis=1)]
+    with one_torch_thread(), torch.no_grad():
+        x = torch.as_tensor(pool, dtype=torch.float32)
+        if len(x):  # the starts that follow the states first, then the deepest in the property
+            pre, y = tnet.pre_activations(x)
+            key = spec_loss(spec, y) + 1e6 * (_state_violation(pre, fixed) > 0)
+            x = x[torch.argsort(key)[:restarts]]
+        uniform = lo + width * torch.rand((restarts - len(x), lo.numel()), generator=gen)
+        x = torch.cat([x, uniform], 0)
+    with one_torch_thread():
+        for step in range(steps + 1):
+            if deadline is not None and time.perf_counter() > deadline:
+                return None
+            x = x.detach().requires_grad_(True)
+            pre, y = tnet.pre_activations(x)
+            loss = spec_loss(spec, y)
+            viol = _state_violation(pre, fixed)
+            with torch.no_grad():
+                strict = torch.ones(len(x), dtype=torch.bool)
+                for k, act, ina in fixed:
+                    strict &= (pre[k][:, act] > 0).all(1) & (pre[k][:, ina] <= 0).all(1)
+                for i in torch.nonzero(strict & (loss <= 0)).reshape(-1).tolist():
+                    cand = x[i].detach().double().numpy().copy()
+                    if check is None or check(cand):
+                        return cand
+            if step == steps:
+                break
+            (grad,) = torch.autograd.grad((loss + STATE_WEIGHT * viol).sum(), x)
+            rate = 0.01 * width * 0.5 * (1 + np.cos(np.pi * step / steps)) + 1e-3 * width
+            x = torch.minimum(torch.maximum(x.detach() - rate * grad.sign(), lo), hi)
+    return None
+
+
+def _state_violation(pre: list[torch.Tensor], fixed: list[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per input: how far its pre-activations are from following the fixed states with :data:`STATE_MARGIN`."""
+    out = torch.zeros(pre[0].shape[0] if pre else 0, dtype=pre[0].dtype if pre else torch.float32)
+    for k, act, ina in fixed:
+        out = out + (STATE_MARGIN - pre[k][:, act]).clamp(min=0).sum(1) + (pre[k][:, ina] + STATE_MARGIN).clamp(min=0).sum(1)
+    return out

@@ -18,8 +18,9 @@ it on any ReLU network the toolkit loads (VNN-COMP ONNX networks, the reference 
    Before a query goes to the verifier, a test image that follows the NAP(s) and violates the property
    (NAP precision below 1 often means one exists) answers it ``falsified`` (method ``"data"``), once it
    re-checks exactly like the verifier's own counterexamples; the test images that follow the NAP are also
-   the starts of the verifier's activation-pattern search (``verify(..., starts=...)``, method
-   ``"patterns"``), which falsifies most queries the MILP cannot settle in the time limit;
+   the starts of the verifier's local search (``verify(..., starts=...)``): PGD that keeps the NAP's states
+   (method ``"attack"``), then activation-pattern LPs (method ``"patterns"``), which falsify most queries
+   the MILP cannot settle in the time limit;
 4. NAP-augmented robustness: for ``images`` test images (correctly classified, following their class's
    NAP), the largest L-inf radius proven with and without the NAP as fixed ReLU states (doubling from
    ``eps_start``, then ``refine`` bisection steps; every step is one :func:`verify.verify` call, except a
@@ -774,7 +775,8 @@ def nap_study(
         data_counterexamples: before a query goes to the verifier, look for a test image that follows the
             NAP(s) and violates the property (NAP precision below 1 often means one exists); one that
             re-checks answers the query ``falsified`` with method ``"data"`` in milliseconds; and give the
-            images that follow the NAP to the verifier as starts of its activation-pattern search. Marabou's
+            images that follow the NAP to the verifier as starts of its local search (PGD that keeps the NAP,
+            then activation-pattern LPs). Marabou's
             queries always go to Marabou.
         radius_delta: the NAP delta of the NAP-augmented robustness study (default 0.99 when studied, else
             the first delta).
@@ -1032,7 +1034,7 @@ class _Run:
             if res is None:
                 shared, setup = self._shared_bounds(delta, c, states)
                 res = verify_property(self.net, spec, solver=self.settings["solver"],
-                                      timeout=self.settings["timeout"], attack=False, bounds=shared,
+                                      timeout=self.settings["timeout"], bounds=shared,
                                       starts=self._starts(delta, c))
             log.add(_result_record(res, id=rid, engine=_ENGINE, **base, shared_bounds_seconds=round(setup, 4)))
         mid = _rid(_MARABOU, delta, c, j)

@@ -121,6 +121,17 @@ class TorchNetwork:
             x = torch.relu(self.apply(k, x) + self.b[k])
         return self.apply(len(self.W) - 1, x) + self.b[-1]
 
+    def pre_activations(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every ReLU layer's pre-activations and the output for a batch of flat inputs ``(B, n_in)``, in the
+        dtype of ``x`` (float64 or float32, with autograd)."""
+        b = self.b if x.dtype == torch.float64 else self.float32()[1]
+        pre = []
+        for k in range(len(self.W) - 1):
+            z = self.apply(k, x) + b[k]
+            pre.append(z)
+            x = torch.relu(z)
+        return pre, self.apply(len(self.W) - 1, x) + b[-1]
+
     def _sparse_copy(self, kind: str, j: int, dtype: torch.dtype) -> torch.Tensor:
         key = (kind, j, dtype)
         if key not in self._csr:

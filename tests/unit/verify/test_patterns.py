@@ -12,7 +12,7 @@ from helpers import relu_network
 from torch import nn
 
 from verify import verify
-from verify.attack import pattern_search
+from verify.attack import pattern_search, state_attack
 from verify.errors import SpecError
 from verify.network import ReluNetwork
 from verify.properties import Spec
@@ -58,6 +58,52 @@ def test_every_candidate_is_a_real_violation_that_follows_the_states(seed):
         assert x is None
     else:  # not guaranteed in general (a local search), but on these small nets it finds every one (7 of 12)
         assert x is not None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_state_attack_candidate_follows_the_states_and_violates(seed):
+    rng = np.random.default_rng(seed)
+    net = _net(seed)
+    lo, hi = -np.ones(3), np.ones(3)
+    x0 = rng.uniform(lo, hi)
+    states = _states_of(net, x0, 0.5, rng)
+    y0 = net.forward(x0.reshape(1, -1))[0]
+    spec = Spec(lo, hi, [(np.array([[1.0, -1.0]]), np.array([y0[0] - y0[1] - 0.05]))], relu_states=states)
+    x = state_attack(net, spec, np.vstack([x0, rng.uniform(lo, hi, (31, 3))]), seed=seed)
+    full = verify(net, spec, solver="highs", timeout=30, attack=False)
+    assert full.status in ("verified", "falsified")
+    if x is not None:
+        assert spec.contains(x) and _follows(net, states, x)
+        assert spec.violated_by(net.forward(x.reshape(1, -1))[0])
+        assert full.status == "falsified"
+    # a rejected candidate does not end the search with it
+    seen = []
+    assert state_attack(net, spec, x0.reshape(1, -1), seed=seed, check=lambda c: seen.append(c) and False) is None
+    assert all(spec.contains(c) and _follows(net, states, c) for c in seen)
+
+
+def test_verify_answers_nap_queries_from_the_state_attack_and_agrees_with_the_milp():
+    rng = np.random.default_rng(5)
+    found = 0
+    for seed in range(20):
+        net = _net(seed, widths=(4, 12, 12, 3))
+        lo, hi = -np.ones(4), np.ones(4)
+        x0 = rng.uniform(lo, hi)
+        states = _states_of(net, x0, 0.3, rng)
+        y0 = net.forward(x0.reshape(1, -1))[0]
+        spec = Spec(lo, hi, [(np.array([[1.0, -1.0, 0.0]]), np.array([y0[0] - y0[1] - 0.2]))], relu_states=states)
+        starts = np.vstack([x0, rng.uniform(lo, hi, (15, 4))])
+        res = verify(net, spec, solver="highs", timeout=30, quick_cap=0, starts=starts)
+        off = verify(net, spec, solver="highs", timeout=30, quick_cap=0, starts=starts, attack=False)
+        assert "state_attack" not in off.timings
+        if res.method not in ("bounds", "alpha"):  # a clause reached the local search
+            assert "state_attack" in res.timings
+        if res.method == "attack":
+            found += 1
+            x = np.asarray(res.counterexample.x)
+            assert _follows(net, states, x) and spec.violated_by(net.forward(x.reshape(1, -1))[0])
+            assert verify(net, spec, solver="highs", timeout=30, attack=False).status == "falsified"
+    assert found
 
 
 def test_a_violation_in_the_start_region_is_found_by_one_lp():
