@@ -142,3 +142,26 @@ def test_the_attack_finds_the_marabou_cifar10_counterexample_the_max_loss_missed
     assert res.vnncomp == "sat" and res.method == "attack", res
     y = run_reference(bench / "cifar10_medium.onnx", res.counterexample.x.reshape(1, 32, 32, 3).astype(np.float32))[0]
     assert np.allclose(y.reshape(-1), np.asarray(res.counterexample.y_onnx).reshape(-1), atol=1e-5)
+
+
+def test_pgd_keeping_the_nap_falsifies_a_cifar10_small_nap_query(data_root):
+    """cifar10_small (convolutional), NAP of class 0 (delta 0.95, 5,000 training images): from the test images
+    that follow the NAP, PGD that keeps its states finds an input of [0, 1]^3072 that follows the NAP strictly
+    and whose output scores class 1 at least as high as class 0 (the activation-pattern LPs found none of these
+    at 10 s per query)."""
+    net = ReluNetwork.from_onnx(data_root / VNNCOMP_NETWORKS["cifar10-small"])
+    model = load_vnncomp("cifar10-small", root=data_root)
+    train = data.load_cifar10("train", root=data_root).subset(5_000)
+    naps = nap.mine(model, data.make_loader(train, batch_size=500), delta=0.95, verbose=False)
+    images, _ = data.load_cifar10("test", root=data_root).tensors(range(2_000))
+    starts = model.adapt_input(images).reshape(len(images), -1).double().numpy()
+    states = verify.api.nap_states(net, naps, [0])
+    spec = verify.properties.nap_robustness_spec(np.zeros(3072), np.ones(3072), states, 0, 10, targets=[1])
+    res = verify.verify(net, spec, solver="highs", timeout=30, starts=starts)
+    assert (res.status, res.method) == ("falsified", "attack"), res
+    x = np.asarray(res.counterexample.x)
+    y = net.forward(x.reshape(1, -1))[0]
+    assert x.min() >= 0 and x.max() <= 1 and y[1] >= y[0]
+    pre = net.pre_activations(x.reshape(1, -1))
+    for k, (act, ina) in states.items():
+        assert np.all(pre[k][0][act] > 0) and np.all(pre[k][0][ina] <= 0)
