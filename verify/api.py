@@ -59,7 +59,8 @@ from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
 from verify.result import Counterexample, Status, VerificationResult
 from verify.solvers import check_solver
 
-__all__ = ["PHASES", "Verdict", "VerifyContext", "VerifyOptions", "nap_ambiguity", "nap_robustness", "nap_states",
+__all__ = ["PHASES", "Verdict", "VerifyContext", "VerifyOptions", "check_timeout", "confirm_counterexample",
+           "nap_ambiguity", "nap_ambiguity_pair", "nap_domain", "nap_robustness", "nap_robustness_class", "nap_states",
            "verify"]
 
 logger = logging.getLogger(__name__)
@@ -278,8 +279,17 @@ def _follows_states(network, spec: Spec, x: np.ndarray) -> bool:
     return True
 
 
-def _confirm(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
-    """Re-run a candidate everywhere; return it only if it violates the property on every run."""
+def confirm_counterexample(network, spec: Spec, x: np.ndarray) -> Counterexample | None:
+    """Re-run a candidate everywhere; return it only if it violates the property on every run.
+
+    The candidate (clipped to the box) must violate ``spec`` on the float64 network, the source torch model
+    and, for networks loaded from ONNX, onnxruntime, and follow the fixed ReLU states strictly.
+
+    Example:
+        >>> cex = confirm_counterexample(net, spec, x)       # doctest: +SKIP
+        >>> cex is None or spec.violated_by(cex.y_onnx)      # doctest: +SKIP
+        True
+    """
     x = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), spec.lower, spec.upper)
     y = network.forward(x.reshape(1, -1))[0]
     y_src = np.asarray(network.run_source(x.reshape(1, -1)), dtype=np.float64).reshape(-1)
@@ -373,7 +383,7 @@ def _attack_phase(ctx: VerifyContext) -> Verdict | None:
     if ctx.options.attack and not ctx.spec.relu_states:
         ta = time.perf_counter()
         candidate = pgd_attack(ctx.network, ctx.spec, seed=ctx.options.seed, deadline=ctx.deadline)
-        cex = None if candidate is None else _confirm(ctx.network, ctx.spec, candidate)
+        cex = None if candidate is None else confirm_counterexample(ctx.network, ctx.spec, candidate)
         ctx.timings["attack"] = time.perf_counter() - ta
         if cex is not None:
             return Verdict("falsified", "attack", cex)
@@ -489,7 +499,7 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
         confirmed: list[Counterexample] = []
 
         def check(x: np.ndarray) -> bool:
-            cex = _confirm(ctx.network, spec, x)
+            cex = confirm_counterexample(ctx.network, spec, x)
             if cex is not None:
                 confirmed.append(cex)
             return cex is not None
@@ -503,7 +513,7 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
             return Verdict("falsified", "attack", confirmed[0])
         tp = time.perf_counter()
     x = pattern_search(ctx.network, sub, ctx.starts, deadline=tp + PATTERN_SHARE * (ctx.deadline - tp))
-    cex = None if x is None else _confirm(ctx.network, spec, x)
+    cex = None if x is None else confirm_counterexample(ctx.network, spec, x)
     ctx.timings["patterns"] = time.perf_counter() - tp
     ctx.stats["patterns"] = {"found": cex is not None, "candidate_rejected": x is not None and cex is None}
     ctx.milp_start = time.perf_counter()
@@ -611,7 +621,7 @@ def _run_bab(ctx: VerifyContext, clauses: list[int]) -> tuple[Counterexample | N
     confirmed: list[Counterexample] = []
 
     def check(x: np.ndarray) -> bool:  # BaB's candidates are re-checked here, once
-        cex = _confirm(network, spec, x)
+        cex = confirm_counterexample(network, spec, x)
         if cex is not None:
             confirmed.append(cex)
         return cex is not None
@@ -702,12 +712,12 @@ def _solve_clauses(ctx: VerifyContext, clauses: list[int], per_clause: float | N
         if out.status == "infeasible":
             continue
         if out.status == "feasible":
-            cex = _confirm(network, spec, out.x)
+            cex = confirm_counterexample(network, spec, out.x)
             if cex is None and deadline - time.perf_counter() > 0.05:
                 # numerically borderline: ask once for a deeper violation
                 deeper = enc.solve_clause(i, solver, deadline - time.perf_counter(), margin=1e-4)
                 if deeper.status == "feasible":
-                    cex = _confirm(network, spec, deeper.x)
+                    cex = confirm_counterexample(network, spec, deeper.x)
             if cex is not None:
                 return ("falsified", cex), pending, unknown
             unknown.append(i)
@@ -755,18 +765,27 @@ def nap_states(network, naps, classes: Sequence[int]) -> dict[int, tuple[np.ndar
     return states
 
 
-def _domain(network, lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The input box of a NAP property: the given bounds, else the unit box [0, 1]^n."""
+def nap_domain(network, lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The input box of a NAP property: the given bounds, else the unit box [0, 1]^n.
+
+    Example:
+        >>> lo, hi = nap_domain(net, None, None)             # doctest: +SKIP
+    """
     n = network.n_inputs
     lo = np.zeros(n) if lower is None else np.asarray(lower, dtype=np.float64)
     hi = np.ones(n) if upper is None else np.asarray(upper, dtype=np.float64)
     return lo, hi
 
 
-def _nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
+def nap_robustness_class(network, naps, c: int, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
                           per_competitor: bool, starts: np.ndarray | None = None
                           ) -> list[VerificationResult] | VerificationResult:
-    """The NAP robustness queries of class ``c`` (see :func:`nap_robustness`)."""
+    """The NAP robustness queries of class ``c`` over the box ``lo, hi`` (see :func:`nap_robustness`): one
+    result per competitor, or one for all of them (``per_competitor=False``).
+
+    Example:
+        >>> results = nap_robustness_class(net, naps, 3, lo, hi, "highs", 30.0, True)   # doctest: +SKIP
+    """
     from verify.bounds import BoxBounds
 
     states = nap_states(network, naps, [c])
@@ -793,9 +812,14 @@ def _check_starts(network, starts: np.ndarray | None) -> np.ndarray | None:
     return arr
 
 
-def _nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi: np.ndarray, solver: str,
+def nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi: np.ndarray, solver: str,
                         timeout: float) -> VerificationResult:
-    """The NAP non-ambiguity query of ``pair`` (see :func:`nap_ambiguity`)."""
+    """The NAP non-ambiguity query of ``pair`` over the box ``lo, hi`` (see :func:`nap_ambiguity`).
+
+    Example:
+        >>> nap_ambiguity_pair(net, naps, (3, 5), lo, hi, "highs", 30.0).status      # doctest: +SKIP
+        'verified'
+    """
     i, j = pair
     if bool(naps.disjoint_pairs()[i, j]):
         return VerificationResult("verified", "nap-conflict", solver=solver,
@@ -804,8 +828,15 @@ def _nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi
     return verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout, attack=False)
 
 
-def _check_timeout(timeout: float, solver: str = "cbc") -> None:
-    """Check ``timeout`` (and ``solver``) as :class:`VerifyOptions` does, before any query runs."""
+def check_timeout(timeout: float, solver: str = "cbc") -> None:
+    """Check ``timeout`` (and ``solver``) as :class:`VerifyOptions` does, before any query runs.
+
+    Raises:
+        InvalidParameterError, SolverError: as :class:`VerifyOptions` raises them.
+
+    Example:
+        >>> check_timeout(30.0, "highs")
+    """
     VerifyOptions(solver=solver, timeout=timeout)
 
 
@@ -853,9 +884,9 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
 
         return nap_robustness_parallel(network, naps, classes, lower, upper, solver, timeout, per_competitor,
                                        workers=workers, address=address, starts=starts)
-    lo, hi = _domain(network, lower, upper)
+    lo, hi = nap_domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else classes
-    return {c: _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
+    return {c: nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
             for c in classes}
 
 
@@ -877,7 +908,7 @@ def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None,
 
         return nap_ambiguity_parallel(network, naps, pairs, lower, upper, solver, timeout, workers=workers,
                                       address=address)
-    lo, hi = _domain(network, lower, upper)
+    lo, hi = nap_domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
-    return {(i, j): _nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout) for i, j in pairs}
+    return {(i, j): nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout) for i, j in pairs}

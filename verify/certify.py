@@ -49,7 +49,7 @@ from probe.core.errors import InputShapeError, InvalidParameterError, ModelError
 from probe.core.paths import check_output
 from probe.core.resultsfile import ResultsFile
 from probe.core.table import Table
-from verify.api import VerifyOptions, _confirm, verify
+from verify.api import VerifyOptions, confirm_counterexample, verify
 from verify.attack import pgd_attack
 from verify.errors import SolverError
 from verify.network import ReluNetwork
@@ -246,7 +246,7 @@ def certify_image(job: ImageJob, network: ReluNetwork, settings: _Settings) -> l
             deadline = t0 + settings.timeout
             candidate = pgd_attack(network, spec, restarts=settings.restarts, steps=settings.steps,
                                    seed=settings.seed, deadline=deadline)
-            cex = None if candidate is None else _confirm(network, spec, candidate)
+            cex = None if candidate is None else confirm_counterexample(network, spec, candidate)
             if cex is not None:
                 falsified_at = eps
                 rows.append(_row(settings, job, eps, predicted, False, "falsified", "pgd",

@@ -93,16 +93,16 @@ def failure_row(job: BatchJob, failure: TaskFailure) -> dict[str, str]:
 def _robustness_task(c: int, network: Any, naps: Any, lo: np.ndarray, hi: np.ndarray, solver: str, timeout: float,
                      per_competitor: bool, starts: np.ndarray | None = None
                      ) -> list[VerificationResult] | VerificationResult:
-    from verify.api import _nap_robustness_class
+    from verify.api import nap_robustness_class
 
-    return _nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
+    return nap_robustness_class(network, naps, c, lo, hi, solver, timeout, per_competitor, starts)
 
 
 def _ambiguity_task(pair: tuple[int, int], network: Any, naps: Any, lo: np.ndarray, hi: np.ndarray, solver: str,
                     timeout: float) -> VerificationResult:
-    from verify.api import _nap_ambiguity_pair
+    from verify.api import nap_ambiguity_pair
 
-    return _nap_ambiguity_pair(network, naps, pair, lo, hi, solver, timeout)
+    return nap_ambiguity_pair(network, naps, pair, lo, hi, solver, timeout)
 
 
 def _hard_limit(timeout: float, queries: int) -> float:
@@ -125,10 +125,10 @@ def nap_robustness_parallel(network: Any, naps: Any, classes: Sequence[int] | No
         >>> nap_robustness_parallel(net, naps, timeout=30, workers=2)[3][0].status  # doctest: +SKIP
         'verified'
     """
-    from verify.api import _check_timeout, _domain, nap_states
+    from verify.api import check_timeout, nap_domain, nap_states
 
-    _check_timeout(timeout, solver)
-    lo, hi = _domain(network, lower, upper)
+    check_timeout(timeout, solver)
+    lo, hi = nap_domain(network, lower, upper)
     classes = [c for c in range(naps.num_classes) if c not in naps.empty_classes] if classes is None else list(classes)
     for c in classes:
         nap_states(network, naps, [c])  # a wrong NAP set fails here, before anything is submitted
@@ -159,10 +159,10 @@ def nap_ambiguity_parallel(network: Any, naps: Any, pairs: Sequence[tuple[int, i
         >>> nap_ambiguity_parallel(net, naps, timeout=30, workers=2)[(0, 1)].status  # doctest: +SKIP
         'verified'
     """
-    from verify.api import _check_timeout, _domain, _nap_ambiguity_pair, nap_states
+    from verify.api import check_timeout, nap_ambiguity_pair, nap_domain, nap_states
 
-    _check_timeout(timeout, solver)
-    lo, hi = _domain(network, lower, upper)
+    check_timeout(timeout, solver)
+    lo, hi = nap_domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else [tuple(p) for p in pairs]
     disjoint = naps.disjoint_pairs()
@@ -170,7 +170,7 @@ def nap_ambiguity_parallel(network: Any, naps: Any, pairs: Sequence[tuple[int, i
     todo = []
     for i, j in pairs:
         if bool(disjoint[i, j]):
-            found[(i, j)] = _nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout)
+            found[(i, j)] = nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout)
         else:
             nap_states(network, naps, [i, j])
             todo.append((i, j))

@@ -1092,7 +1092,7 @@ class _Run:
         of ``classes`` and whose output violates the property (``violates(outputs)``; the deepest
         violation by ``margin(outputs)`` first), re-checked like every counterexample of :func:`verify.verify`
         (float64 network, torch, onnxruntime; states followed strictly). ``None`` when no image does."""
-        from verify.api import _confirm
+        from verify.api import confirm_counterexample
 
         if not self.settings["data_counterexamples"]:
             return None
@@ -1101,7 +1101,7 @@ class _Run:
         hit = np.all(follows[:, list(classes)], axis=1) & violates(outputs)
         for i in np.flatnonzero(hit)[np.argsort(-margin(outputs)[hit], kind="stable")][:5]:
             x = _flat(self.module, self.test.tensors([int(i)])[0])[0]
-            cex = _confirm(self.net, spec, x)
+            cex = confirm_counterexample(self.net, spec, x)
             if cex is not None:
                 return VerificationResult("falsified", "data", cex, solver=self.settings["solver"],
                                           timings={"total": time.perf_counter() - t0},

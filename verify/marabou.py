@@ -232,7 +232,7 @@ def verify_marabou(network, spec: Spec, timeout: float = 60.0) -> VerificationRe
         >>> verify_marabou(net, nap_robustness_spec(lo, hi, states, 3, 10, targets=[5]), timeout=30).status  # doctest: +SKIP
         'verified'
     """
-    from verify.api import _confirm
+    from verify.api import confirm_counterexample
 
     _check(network, spec, timeout)
     marabou, core = _core()
@@ -265,13 +265,13 @@ def verify_marabou(network, spec: Spec, timeout: float = 60.0) -> VerificationRe
         if code == "unsat":
             continue
         if code == "sat":
-            cex = _confirm(network, spec, x)
+            cex = confirm_counterexample(network, spec, x)
             if cex is None and deadline - time.perf_counter() > 0.5:
                 deeper = _Query(core, network, spec, clause, _MARGIN_OUT, _MARGIN_STATE)
                 code2, x2 = deeper.solve(marabou, deadline - time.perf_counter())
                 codes.append(f"{code2} (margin)")
                 if code2 == "sat":
-                    cex = _confirm(network, spec, x2)
+                    cex = confirm_counterexample(network, spec, x2)
             if cex is not None:
                 return finish("falsified", cex)
             unknown.append(clause)
