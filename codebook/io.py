@@ -33,7 +33,7 @@ from probe.core.artifacts import FORMAT_VERSION, check_stamp, read_tensors, stam
 from probe.core.artifacts import read_json as read_artifact
 from probe.core.errors import DataNotFoundError
 
-__all__ = ["dataclass_from_dict", "load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
+__all__ = ["check_shapes", "dataclass_from_dict", "load_codebooks", "load_model_weights", "model_fingerprint", "read_json", "save_codebooks",
            "save_model_weights"]
 
 _FP_KEYS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn")
@@ -73,7 +73,16 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
 
 
-def _check_shapes(what: str, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], path: Any) -> None:
+def check_shapes(what: str, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], path: Any) -> None:
+    """Refuse saved tensors ``got`` whose names or shapes differ from ``expected`` (``what`` and ``path`` name
+    them in the message).
+
+    Raises:
+        CheckpointMismatchError: a missing, extra or differently shaped tensor (each named).
+
+    Example:
+        >>> check_shapes("model weights", dict(model.state_dict()), saved, "run/")   # doctest: +SKIP
+    """
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     wrong = [f"{k}: saved {tuple(got[k].shape)}, model {tuple(expected[k].shape)}"
@@ -106,7 +115,7 @@ def load_codebooks_state(cbs: Codebooks, tensors: dict[str, torch.Tensor], path:
     """Copy saved codebook tensors into attached codebooks (shapes checked)."""
     expected = {f"{site}/{name}": t for site, layer in cbs.items() for name, t in layer.state_dict().items()}
     got = dict(tensors)
-    _check_shapes("codebooks", expected, got, path)
+    check_shapes("codebooks", expected, got, path)
     for site, layer in cbs.items():
         prefix = f"{site}/"
         layer.load_state_dict({k[len(prefix):]: v for k, v in got.items() if k.startswith(prefix)})
@@ -197,7 +206,7 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> n
     read_json(directory / "model.json", "codebook-model")
     tensors = read_tensors(directory / "model.safetensors")
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("codebooks.")}
-    _check_shapes("model weights", expected, tensors, directory)
+    check_shapes("model weights", expected, tensors, directory)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=False)
     return model

@@ -329,9 +329,9 @@ def _load_checkpoint(directory: Path, model: nn.Module, cbs: Codebooks, opt: tor
     tensors = read_tensors(directory / "checkpoint.safetensors")
     device = _device_of(model)
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    from codebook.io import _check_shapes
+    from codebook.io import check_shapes
 
-    _check_shapes("model weights", dict(model.state_dict()), model_state, directory)
+    check_shapes("model weights", dict(model.state_dict()), model_state, directory)
     load_codebooks_state(cbs, {k[len("codebooks/"):]: v for k, v in tensors.items() if k.startswith("codebooks/")},
                          directory)
     model.load_state_dict({k: v.to(device) for k, v in model_state.items()}, strict=False)

@@ -55,7 +55,7 @@ from verify.errors import SolverError
 from verify.network import ReluNetwork
 from verify.properties import robustness
 
-__all__ = ["FIELDS", "KEY", "CertifyReport", "ImageJob", "certify", "certify_image", "load_network",
+__all__ = ["FIELDS", "KEY", "CertifyReport", "ImageJob", "certify", "certify_image", "check_eps", "check_seconds", "load_network",
            "network_input", "results_file"]
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,16 @@ def _eps_text(eps: float) -> str:
     return f"{eps:g}"
 
 
-def _check_eps(eps: float | Sequence[float]) -> tuple[float, ...]:
+def check_eps(eps: float | Sequence[float]) -> tuple[float, ...]:
+    """The radii of ``eps`` (one or several positive, finite numbers), sorted and without repeats.
+
+    Raises:
+        InvalidParameterError: no radius, or one that is not positive and finite.
+
+    Example:
+        >>> check_eps([0.05, 0.02, 0.05])
+        (0.02, 0.05)
+    """
     values = [eps] if isinstance(eps, (int, float)) else list(eps)
     if not values:
         raise InvalidParameterError("eps must name at least one radius, e.g. eps=[0.02, 0.05]")
@@ -145,7 +154,13 @@ def _check_eps(eps: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(set(out)))
 
 
-def _check_seconds(param: str, value: float) -> float:
+def check_seconds(param: str, value: float) -> float:
+    """``value`` as float seconds, refused unless positive and finite (``param`` names it in the message).
+
+    Example:
+        >>> check_seconds("timeout", 30)
+        30.0
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise InvalidParameterError(f"{param} must be a positive number of seconds; got {value!r}")
     return float(value)
@@ -189,7 +204,7 @@ def load_network(onnx: str | os.PathLike[str] | None = None, model: str | None =
 
     Example:
         >>> net, name = load_network(model="mnist-256x2")   # doctest: +SKIP
-        >>> name
+        >>> name                                            # doctest: +SKIP
         'mnist-256x2'
     """
     from probe.core.paths import data_root
@@ -365,8 +380,8 @@ def certify(model: ReluNetwork | Any, dataset: Any, eps: float | Sequence[float]
     import torch
 
     # ---- everything is checked before the first image runs ----
-    eps_values = _check_eps(eps)
-    timeout = _check_seconds("timeout", timeout)
+    eps_values = check_eps(eps)
+    timeout = check_seconds("timeout", timeout)
     VerifyOptions(solver=solver, timeout=timeout)  # checks the solver
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidParameterError(f"limit must be a number of images >= 1; got {limit!r}")

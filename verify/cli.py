@@ -277,11 +277,11 @@ def _verify_batch_parallel(args: argparse.Namespace, todo: list, start: dict, re
 
 def _cmd_certify(args: argparse.Namespace) -> int:
     from probe.data import load
-    from verify.certify import _check_eps, _check_seconds, certify, load_network, results_file
+    from verify.certify import certify, check_eps, check_seconds, load_network, results_file
 
     # every argument is checked before the model is loaded or an image runs
-    _check_eps(args.eps)
-    _check_seconds("--timeout", args.timeout)
+    check_eps(args.eps)
+    check_seconds("--timeout", args.timeout)
     if args.limit is not None and args.limit < 1:
         raise InvalidParameterError(f"--limit must be a number of images >= 1; got {args.limit}")
     _parallel(args)
