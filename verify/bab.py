@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -305,11 +306,9 @@ class _Search:
         idx = torch.arange(B, device=self.dev)
         for i in range(k):
             layer, neuron = self._locate(cand[:, i])
-            for j in range(self.n_relu):
-                sel = torch.nonzero(layer == j).reshape(-1)
-                if sel.numel():
-                    for c in (0, 1):
-                        c_rel[j].fix((i * 2 + c) * B + idx[sel], neuron[sel], active=bool(c))
+            for j, sel in self._by_layer(layer):
+                for c in (0, 1):
+                    c_rel[j].fix((i * 2 + c) * B + idx[sel], neuron[sel], active=bool(c))
         coef, const = self._clause_inputs(n * B)
 
         def rep(v: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
@@ -419,14 +418,18 @@ class _Search:
         layer = torch.as_tensor(np.searchsorted(self.offsets, flat.cpu().numpy(), side="right") - 1, device=self.dev)
         return layer, flat - torch.as_tensor(self.offsets, device=self.dev)[layer]
 
+    def _by_layer(self, layer: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(j, positions)`` for every ReLU layer ``j`` that ``layer`` names: where ``layer == j``."""
+        for j in range(self.n_relu):
+            sel = torch.nonzero(layer == j).reshape(-1)
+            if sel.numel():
+                yield j, sel
+
     def _split(self, lo: list[torch.Tensor], up: list[torch.Tensor], sign: list[torch.Tensor] | None,
                rows: torch.Tensor, layer: torch.Tensor, neuron: torch.Tensor, active: bool) -> None:
         """In place: row ``rows[i]`` forces neuron ``neuron[i]`` of ReLU layer ``layer[i]`` active (lower bound
         clipped at 0, sign 1) or inactive (upper bound clipped at 0, sign -1)."""
-        for j in range(self.n_relu):
-            sel = torch.nonzero(layer == j).reshape(-1)
-            if sel.numel() == 0:
-                continue
+        for j, sel in self._by_layer(layer):
             r, cols = rows[sel], neuron[sel]
             if active:
                 lo[j][r, cols] = lo[j][r, cols].clamp(min=0)

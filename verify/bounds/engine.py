@@ -116,10 +116,8 @@ class TorchNetwork:
         return self._f32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's output for a batch of flat inputs ``(B, n_in)`` (float64)."""
-        for k in range(len(self.W) - 1):
-            x = torch.relu(self.apply(k, x) + self.b[k])
-        return self.apply(len(self.W) - 1, x) + self.b[-1]
+        """The network's output for a batch of flat inputs ``(B, n_in)`` (float64 or float32)."""
+        return self.pre_activations(x)[1]
 
     def pre_activations(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Every ReLU layer's pre-activations and the output for a batch of flat inputs ``(B, n_in)``, in the

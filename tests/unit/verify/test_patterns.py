@@ -31,6 +31,18 @@ def _states_of(net: ReluNetwork, x: np.ndarray, share: float, rng: np.random.Gen
     return states
 
 
+def _nap_case(seed: int, rng: np.random.Generator) -> tuple[ReluNetwork, dict, Spec, np.ndarray]:
+    """A 4-12-12-3 net, 30% of its neurons fixed to their states at a random point x0, the property "y_0 - y_1
+    stays above its value at x0 minus 0.2", and 16 starts (x0 first)."""
+    net = _net(seed, widths=(4, 12, 12, 3))
+    lo, hi = -np.ones(4), np.ones(4)
+    x0 = rng.uniform(lo, hi)
+    states = _states_of(net, x0, 0.3, rng)
+    y0 = net.forward(x0.reshape(1, -1))[0]
+    spec = Spec(lo, hi, [(np.array([[1.0, -1.0, 0.0]]), np.array([y0[0] - y0[1] - 0.2]))], relu_states=states)
+    return net, states, spec, np.vstack([x0, rng.uniform(lo, hi, (15, 4))])
+
+
 def _follows(net: ReluNetwork, states: dict, x: np.ndarray) -> bool:
     pre = net.pre_activations(x.reshape(1, -1))
     return all(np.all(pre[k][0][a] > 0) and np.all(pre[k][0][i] <= 0) for k, (a, i) in states.items())
@@ -70,13 +82,7 @@ def test_verify_answers_nap_queries_from_the_state_attack_and_agrees_with_the_mi
     rng = np.random.default_rng(5)
     found = 0
     for seed in range(20):
-        net = _net(seed, widths=(4, 12, 12, 3))
-        lo, hi = -np.ones(4), np.ones(4)
-        x0 = rng.uniform(lo, hi)
-        states = _states_of(net, x0, 0.3, rng)
-        y0 = net.forward(x0.reshape(1, -1))[0]
-        spec = Spec(lo, hi, [(np.array([[1.0, -1.0, 0.0]]), np.array([y0[0] - y0[1] - 0.2]))], relu_states=states)
-        starts = np.vstack([x0, rng.uniform(lo, hi, (15, 4))])
+        net, states, spec, starts = _nap_case(seed, rng)
         res = verify(net, spec, solver="highs", timeout=30, quick_cap=0, starts=starts)
         off = verify(net, spec, solver="highs", timeout=30, quick_cap=0, starts=starts, attack=False)
         assert "state_attack" not in off.timings
@@ -113,15 +119,9 @@ def test_a_violation_in_the_start_region_is_found_by_one_lp():
 def test_verify_answers_from_the_pattern_search_and_agrees_with_the_milp():
     rng = np.random.default_rng(3)
     for seed in range(20):
-        net = _net(seed, widths=(4, 12, 12, 3))
-        lo, hi = -np.ones(4), np.ones(4)
-        x0 = rng.uniform(lo, hi)
-        states = _states_of(net, x0, 0.3, rng)
-        y0 = net.forward(x0.reshape(1, -1))[0]
-        spec = Spec(lo, hi, [(np.array([[1.0, -1.0, 0.0]]), np.array([y0[0] - y0[1] - 0.2]))], relu_states=states)
+        net, states, spec, starts = _nap_case(seed, rng)
         # quick_cap=0: no quick MILP pass, so the clause reaches the pattern search
-        res = verify(net, spec, solver="highs", timeout=30, attack=False, quick_cap=0,
-                     starts=np.vstack([x0, rng.uniform(lo, hi, (15, 4))]))
+        res = verify(net, spec, solver="highs", timeout=30, attack=False, quick_cap=0, starts=starts)
         if res.method == "patterns":
             break
     else:
