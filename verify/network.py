@@ -257,7 +257,9 @@ class ReluNetwork:
             or ``(32, 32, 3)``).
         relu_names: the ReLU layer names, in execution order (for torch models, the names
             :func:`probe.graph.relus.find_relus` gives them, so ``NAPSet.layers`` map onto ReLU indices).
-        source: the torch module (a float32, eval-mode copy of the model given to :meth:`from_torch`).
+        source: the torch module (a float32, eval-mode copy of the model given to :meth:`from_torch`); a
+            network built from weights alone gets its weights as a float32 ``nn.Sequential`` (so its
+            counterexamples are re-checked in float32 and the attack has a model to run).
         source_path: the ONNX file, or ``None``.
 
     Raises:
@@ -312,7 +314,7 @@ class ReluNetwork:
         if len(names) != n_relus or len(set(names)) != n_relus:
             raise NetworkError(f"need {n_relus} distinct ReLU layer names, got {names}")
         self.relu_names: list[str] = names
-        self.source = source
+        self.source = source if source is not None else _weights_module(self.weights, self.biases, self.input_shape)
         self.source_path: Path | None = None if source_path is None else Path(source_path)
 
     # ---- sizes ---------------------------------------------------------------------------------------------
@@ -422,13 +424,11 @@ class ReluNetwork:
             Outputs ``(n, n_outputs)`` (``(n_outputs,)`` for one input), float32.
 
         Raises:
-            NetworkError: the network has no source module, or ``x`` has the wrong shape.
+            NetworkError: ``x`` has the wrong shape.
 
         Example:
             >>> y = net.run_source(x)  # doctest: +SKIP
         """
-        if self.source is None:
-            raise NetworkError("this ReluNetwork has no source module (it was built from weights)")
         a, single = self._inputs(x)
         inp = torch.from_numpy(a.astype(np.float32)).reshape(a.shape[0], *self.input_shape)
         with torch.no_grad():
@@ -580,6 +580,20 @@ def _probe(sites: ReluSites, shape: tuple[int, ...]) -> tuple[list[str], dict[st
             f"the model fails in float64 on inputs of shape {(2, *shape)}: {type(err).__name__}: {err}"
         ) from err
     return list(rec.states), dict(rec.shapes)
+
+
+def _weights_module(weights: list[np.ndarray], biases: list[np.ndarray], input_shape: tuple[int, ...]) -> nn.Module:
+    """The layers as a float32, eval-mode torch module (flatten, then linear and ReLU layers)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+            lin.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+        layers.append(lin)
+        if k < len(weights) - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval().requires_grad_(False)
 
 
 def _check_against_source(net: ReluNetwork, gen: torch.Generator) -> None:

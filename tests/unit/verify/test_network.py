@@ -268,8 +268,8 @@ def test_constructor_validates() -> None:
         ReluNetwork([w0, w1], [np.zeros(3), np.zeros(1)], input_shape=(3,))
     with pytest.raises(NetworkError, match="names"):
         ReluNetwork([w0, w1], [np.zeros(3), np.zeros(1)], relu_names=["a", "b"])
-    with pytest.raises(NetworkError, match="no source"):
-        net.run_source(x)
+    # built from weights: the source is the same layers in float32
+    np.testing.assert_allclose(net.run_source(x), net.forward(x), rtol=1e-5, atol=1e-5)
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------------

@@ -180,3 +180,15 @@ def test_the_hinge_loss_of_a_clause_is_zero_exactly_where_its_max_is_not_positiv
     hinge, top = _clause_losses(spec, y, hinge=True), _clause_losses(spec, y)
     assert torch.equal(hinge == 0, top <= 0)
     assert bool((hinge >= top.clamp(min=0)).all())  # the sum of violated rows bounds the largest one
+
+
+def test_a_network_built_from_weights_gets_its_counterexample_rechecked_in_float32():
+    # y = x0 - x1 on [0, 1]^2 through one ReLU layer: "y >= 0" is falsified (x1 > x0); the network has no
+    # source module, so the re-check runs its weights in float32 instead of failing
+    net = ReluNetwork([np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, -1.0]])], [np.zeros(2), np.zeros(1)])
+    spec = Spec(np.zeros(2), np.ones(2), [(np.array([[1.0]]), np.array([-0.5]))])  # unsafe: y <= -0.5
+    res = verify.verify(net, spec, solver="highs", timeout=10)
+    assert res.status == "falsified", res
+    cex = res.counterexample
+    assert cex.x[0] - cex.x[1] <= -0.5 + 1e-9
+    assert np.allclose(cex.y_source, cex.y, atol=1e-6)
