@@ -813,8 +813,10 @@ def _check_starts(network, starts: np.ndarray | None) -> np.ndarray | None:
 
 
 def nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi: np.ndarray, solver: str,
-                        timeout: float) -> VerificationResult:
-    """The NAP non-ambiguity query of ``pair`` over the box ``lo, hi`` (see :func:`nap_ambiguity`).
+                        timeout: float, starts: np.ndarray | None = None) -> VerificationResult:
+    """The NAP non-ambiguity query of ``pair`` over the box ``lo, hi`` (see :func:`nap_ambiguity`); ``starts``:
+    inputs for the state-keeping PGD and the activation-pattern search (e.g. images that follow one of the two
+    NAPs), or None.
 
     Example:
         >>> nap_ambiguity_pair(net, naps, (3, 5), lo, hi, "highs", 30.0).status      # doctest: +SKIP
@@ -825,7 +827,8 @@ def nap_ambiguity_pair(network, naps, pair: tuple[int, int], lo: np.ndarray, hi:
         return VerificationResult("verified", "nap-conflict", solver=solver,
                                   message="a neuron is active in one NAP and inactive in the other")
     states = nap_states(network, naps, [i, j])
-    return verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout, attack=False)
+    return verify(network, nap_ambiguity_spec(lo, hi, states, (i, j)), solver=solver, timeout=timeout,
+                  starts=starts)
 
 
 def check_timeout(timeout: float, solver: str = "cbc") -> None:
@@ -892,12 +895,15 @@ def nap_robustness(network, naps, classes: Sequence[int] | None = None, lower: n
 
 def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None, lower: np.ndarray | None = None,
                   upper: np.ndarray | None = None, solver: str = "cbc", timeout: float = 60.0, *,
-                  workers: int | None = None,
-                  address: str | None = None) -> dict[tuple[int, int], VerificationResult]:
+                  workers: int | None = None, address: str | None = None,
+                  starts: np.ndarray | None = None) -> dict[tuple[int, int], VerificationResult]:
     """NAP non-ambiguity: no input of the box follows both NAP_i and NAP_j. ``verified`` = non-ambiguous;
     ``falsified`` comes with an input that follows both. Pairs with a neuron active in one NAP and inactive
     in the other are decided without a solver (method ``"nap-conflict"``). ``workers``/``address``: one Ray
     task per remaining pair (:func:`verify.distributed.nap_ambiguity_parallel`), as in :func:`nap_robustness`.
+    ``starts``: optional inputs (e.g. test images) for the search of an input that follows both NAPs (PGD that
+    keeps the fixed states, then activation-pattern LPs), as in :func:`nap_robustness`; each query starts from
+    those that follow one of its two NAPs.
 
     Example:
         >>> nap_ambiguity(net, naps, timeout=30, workers=2)[(0, 1)].method     # doctest: +SKIP
@@ -907,8 +913,9 @@ def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None,
         from verify.distributed import nap_ambiguity_parallel
 
         return nap_ambiguity_parallel(network, naps, pairs, lower, upper, solver, timeout, workers=workers,
-                                      address=address)
+                                      address=address, starts=starts)
     lo, hi = nap_domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
-    return {(i, j): nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout) for i, j in pairs}
+    starts = _check_starts(network, starts)
+    return {(i, j): nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout, starts) for i, j in pairs}

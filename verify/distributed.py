@@ -99,10 +99,10 @@ def _robustness_task(c: int, network: Any, naps: Any, lo: np.ndarray, hi: np.nda
 
 
 def _ambiguity_task(pair: tuple[int, int], network: Any, naps: Any, lo: np.ndarray, hi: np.ndarray, solver: str,
-                    timeout: float) -> VerificationResult:
+                    timeout: float, starts: np.ndarray | None = None) -> VerificationResult:
     from verify.api import nap_ambiguity_pair
 
-    return nap_ambiguity_pair(network, naps, pair, lo, hi, solver, timeout)
+    return nap_ambiguity_pair(network, naps, pair, lo, hi, solver, timeout, starts)
 
 
 def _hard_limit(timeout: float, queries: int) -> float:
@@ -150,7 +150,8 @@ def nap_robustness_parallel(network: Any, naps: Any, classes: Sequence[int] | No
 def nap_ambiguity_parallel(network: Any, naps: Any, pairs: Sequence[tuple[int, int]] | None = None,
                            lower: np.ndarray | None = None, upper: np.ndarray | None = None, solver: str = "cbc",
                            timeout: float = 60.0, *, workers: int | None = None, address: str | None = None,
-                           verbose: bool = False) -> dict[tuple[int, int], VerificationResult]:
+                           verbose: bool = False, starts: np.ndarray | None = None
+                           ) -> dict[tuple[int, int], VerificationResult]:
     """:func:`verify.nap_ambiguity` with one Ray task per pair that needs a solver (pairs whose NAPs conflict
     are decided here, without one). Same arguments and result; ``workers``/``address`` as in
     :func:`probe.core.cluster.connect`.
@@ -181,7 +182,7 @@ def nap_ambiguity_parallel(network: Any, naps: Any, pairs: Sequence[tuple[int, i
 
     t0 = time.perf_counter()
     with session(address, workers) as cluster:
-        run_tasks(_ambiguity_task, todo, args=(network, naps, lo, hi, solver, timeout), cluster=cluster,
+        run_tasks(_ambiguity_task, todo, args=(network, naps, lo, hi, solver, timeout, starts), cluster=cluster,
                   on_result=found.__setitem__, on_failure=on_failure, timeout_per_task=_hard_limit(timeout, 1),
                   desc="NAP non-ambiguity", verbose=verbose)
     logger.info("NAP non-ambiguity: %d pairs (%d on the solver) in %.1f s", len(pairs), len(todo),

@@ -1035,7 +1035,7 @@ class _Run:
                 shared, setup = self._shared_bounds(delta, c, states)
                 res = verify_property(self.net, spec, solver=self.settings["solver"],
                                       timeout=self.settings["timeout"], bounds=shared,
-                                      starts=self._starts(delta, c))
+                                      starts=self._starts(delta, [c]))
             log.add(_result_record(res, id=rid, engine=_ENGINE, **base, shared_bounds_seconds=round(setup, 4)))
         mid = _rid(_MARABOU, delta, c, j)
         if self.settings["marabou"] and mid not in log:
@@ -1057,7 +1057,7 @@ class _Run:
             res = self._from_data(spec, delta, [i, j], lambda y: np.ones(len(y), bool), lambda y: np.zeros(len(y)))
             if res is None:
                 res = verify_property(self.net, spec, solver=self.settings["solver"],
-                                      timeout=self.settings["timeout"], attack=False)
+                                      timeout=self.settings["timeout"], starts=self._starts(delta, [i, j]))
         log.add(_result_record(res, **base))
 
     def _followers(self, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1073,17 +1073,20 @@ class _Run:
             self._follow_cache = {delta: (np.concatenate(follows), np.concatenate(outputs))}
         return self._follow_cache[delta]
 
-    def _starts(self, delta: float, c: int) -> np.ndarray | None:
-        """The test images that follow NAP_c at ``delta``, flattened: the starts of the activation-pattern
-        search (:func:`verify.attack.pattern_search`) of class ``c``'s robustness queries; ``None`` when
-        ``data_counterexamples`` is off or no image follows it."""
+    def _starts(self, delta: float, classes: Sequence[int]) -> np.ndarray | None:
+        """The test images that follow the NAP of any of ``classes`` at ``delta``, flattened: the starts of the
+        state-keeping PGD and the activation-pattern search (:func:`verify.attack.state_attack`,
+        :func:`verify.attack.pattern_search`) of a robustness query of class ``c`` (``[c]``) or of a
+        non-ambiguity query of a pair (``[i, j]``: an image of one NAP, moved until it follows both); ``None``
+        when ``data_counterexamples`` is off or no image follows them."""
         if not self.settings["data_counterexamples"]:
             return None
-        if self._starts_cache[0] != (delta, c):  # the class's competitor queries come one after another
+        key = (delta, tuple(classes))
+        if self._starts_cache[0] != key:  # the class's competitor queries come one after another
             follows, _ = self._followers(delta)
-            idx = np.flatnonzero(follows[:, c])
+            idx = np.flatnonzero(np.any(follows[:, list(classes)], axis=1))
             x = _flat(self.module, self.test.tensors([int(i) for i in idx])[0]) if idx.size else None
-            self._starts_cache = ((delta, c), x)
+            self._starts_cache = (key, x)
         return self._starts_cache[1]
 
     def _from_data(self, spec: Spec, delta: float, classes: Sequence[int], violates: Any,

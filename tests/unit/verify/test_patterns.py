@@ -96,6 +96,32 @@ def test_verify_answers_nap_queries_from_the_state_attack_and_agrees_with_the_mi
     assert found
 
 
+def test_non_ambiguity_queries_are_falsified_from_starts_that_follow_one_of_the_two_naps():
+    # two "NAPs" (30% of the neurons fixed at two random points each): an input that follows both is a
+    # counterexample; the state attack / pattern search start from inputs that follow only one of them
+    from verify.properties import nap_ambiguity_spec
+
+    rng = np.random.default_rng(3)
+    found = 0
+    for seed in range(20):
+        net = _net(seed, widths=(4, 12, 12, 3))
+        lo, hi = -np.ones(4), np.ones(4)
+        xa, xb = rng.uniform(lo, hi, (2, 4))
+        sa, sb = _states_of(net, xa, 0.3, rng), _states_of(net, xb, 0.3, rng)
+        both = {k: (sa[k][0] | sb[k][0], sa[k][1] | sb[k][1]) for k in sa}
+        if any(np.any(a & i) for a, i in both.values()):
+            continue  # the two NAPs conflict: decided without a solver in verify.nap_ambiguity
+        spec = nap_ambiguity_spec(lo, hi, both, (0, 1))
+        starts = np.vstack([xa, xb, rng.uniform(lo, hi, (14, 4))])
+        res = verify(net, spec, solver="highs", timeout=30, quick_cap=0, starts=starts)
+        milp = verify(net, spec, solver="highs", timeout=30, attack=False)
+        assert res.status == milp.status and res.status in ("verified", "falsified")
+        if res.status == "falsified":
+            assert _follows(net, both, np.asarray(res.counterexample.x))
+            found += res.method in ("attack", "patterns")
+    assert found
+
+
 def test_a_violation_in_the_start_region_is_found_by_one_lp():
     # one region on the whole box: y = x + 1 (every neuron active), unsafe: y_0 - y_1 <= -0.5
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
