@@ -47,14 +47,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from probe.core.device import check_device
 from probe.core.errors import InvalidParameterError, ModelError
-from verify.errors import NetworkError, SpecError
+from verify.errors import NetworkError, ResourceLimitError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
 from verify.result import Counterexample, Status, VerificationResult
 from verify.solvers import check_solver
@@ -72,6 +72,9 @@ STATE_ATTACK_SHARE = 0.5
 #: Branch and bound first runs from the alpha-CROWN bounds for this share of its time; a clause still open
 #: then gets MILP bounds of the first layers (``VerifyOptions.milp_share``) and the rest of the time.
 STALL_SHARE = 0.1
+#: The default share of the time left that branch and bound takes on a property with fixed ReLU states (a NAP
+#: query), after the quick MILP pass and the local search, before the full MILP.
+NAP_BAB_SHARE = 0.1
 #: MILP bounds are skipped when their model would have more dense entries than this (about 8 bytes each).
 MILP_BOUNDS_MAX_ENTRIES = 20_000_000
 
@@ -93,7 +96,8 @@ class VerifyOptions:
             most ``quick_cap`` s; about a tenth of the time left in all); ``quick_cap=0`` skips that pass.
         alpha_share: share of the time left after CROWN that alpha-CROWN may take; 0 skips it.
         bab_share: share of the time left after the quick MILP pass that branch and bound may take; 0 skips
-            it; ``None``: 0.8, but 0 for properties with fixed ReLU states (see :meth:`bab_share_for`).
+            it; ``None``: 0.8, but :data:`NAP_BAB_SHARE` (0.1) for properties with fixed ReLU states (see
+            :meth:`bab_share_for`).
         device: where branch and bound's bound engine runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         bab_memory: bytes the open branch and bound domains may take; a network whose first batch of domains
             does not fit is refused before anything runs.
@@ -154,9 +158,10 @@ class VerifyOptions:
             raise InvalidParameterError(f"bab_memory must be a positive number of bytes, got {self.bab_memory!r}")
 
     def bab_share_for(self, spec: Spec) -> float:
-        """``bab_share``, or when it is ``None`` its default for ``spec``: 0 for properties with fixed ReLU
-        states (NAP queries: the states remove most binaries and the MILP after LP tightening is faster than
-        branching on the whole input domain), else 0.8.
+        """``bab_share``, or when it is ``None`` its default for ``spec``: :data:`NAP_BAB_SHARE` for properties
+        with fixed ReLU states (NAP queries: the states remove most binaries and the MILP after the quick
+        pass is usually faster than branching on the whole input domain, but the fixed states as split
+        constraints with beta multipliers settle some queries the MILP does not), else 0.8.
 
         Example:
             >>> from verify.properties import robustness
@@ -165,7 +170,7 @@ class VerifyOptions:
         """
         if self.bab_share is not None:
             return self.bab_share
-        return 0.0 if spec.relu_states else 0.8
+        return NAP_BAB_SHARE if spec.relu_states else 0.8
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,8 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     Raises:
         InvalidParameterError: non-positive timeout, a time share outside [0, 1], a device that is not
             available, or ``options`` together with other settings.
-        ResourceLimitError: branch and bound's first batch of domains does not fit ``bab_memory``.
+        ResourceLimitError: branch and bound's first batch of domains does not fit ``bab_memory`` (for a NAP
+            query with the default ``bab_share``, branch and bound is skipped instead).
         SolverError: unknown or missing solver.
         NetworkError / SpecError: the network or the property is unusable, or their sizes disagree, or
             ``bounds`` belong to another network, box or set of fixed states.
@@ -350,7 +356,14 @@ def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, atta
     if options.bab_share_for(spec) > 0:
         from verify.bab import check_memory
 
-        check_memory(network, spec, options.bab_memory)
+        try:
+            check_memory(network, spec, options.bab_memory)
+        except ResourceLimitError:
+            if options.bab_share is not None or not spec.relu_states:
+                raise
+            # a NAP query's default branch and bound is a helper: without room for it, the MILP decides alone
+            logger.info("verify: branch and bound skipped (its first batch does not fit bab_memory)")
+            options = replace(options, bab_share=0.0)
     t0 = time.perf_counter()
     ctx = VerifyContext(network, spec, options, bounds=bounds, t0=t0, deadline=t0 + float(options.timeout),
                         stats={"clauses": len(spec.unsafe)}, starts=starts)
@@ -663,7 +676,9 @@ def _milp_bounds_apply(ctx: VerifyContext) -> bool:
     """Whether MILP bounds may help this query's branch and bound: asked for, a second ReLU layer with
     unstable neurons, and a model of at most :data:`MILP_BOUNDS_MAX_ENTRIES` dense entries."""
     sizes = ctx.network.relu_sizes
-    if not (ctx.options.milp_share > 0 and len(sizes) >= 2 and ctx.hidden is not None):
+    # not for NAP queries: the full MILP follows their short branch and bound, and their first layers' MILPs
+    # over the whole input domain are slow (mnist-net_256x4, NAP_8: 26 s for 8 of them)
+    if not (ctx.options.milp_share > 0 and len(sizes) >= 2 and ctx.hidden is not None) or ctx.spec.relu_states:
         return False
     unstable0, unstable1 = _unstable(ctx.hidden[:2])
     entries = (sizes[0] + sizes[1]) * (ctx.network.n_inputs + 3 * unstable0)

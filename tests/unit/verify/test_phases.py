@@ -20,7 +20,8 @@ import verify
 from probe.core.artifacts import FORMAT_VERSION, write_json
 from probe.core.errors import CorruptDataError, DataNotFoundError, InvalidParameterError, NeurospecError
 from verify import api
-from verify.errors import SolverError
+from verify.api import NAP_BAB_SHARE
+from verify.errors import ResourceLimitError, SolverError
 from verify.network import ReluNetwork
 from verify.properties import Spec, robustness
 from verify.result import RESULT_FILE, STATUSES, Counterexample, Status, VerificationResult
@@ -98,8 +99,22 @@ def test_options_are_frozen_and_resolve_bab_share():
         opts.timeout = 10  # type: ignore[misc]
     plain = robustness(np.zeros(2), 0.1, 0, 3)
     nap = Spec(plain.lower, plain.upper, plain.unsafe, relu_states={0: (np.zeros(5, bool), np.zeros(5, bool))})
-    assert opts.bab_share_for(plain) == 0.8 and opts.bab_share_for(nap) == 0.0
+    assert opts.bab_share_for(plain) == 0.8 and opts.bab_share_for(nap) == NAP_BAB_SHARE
     assert verify.VerifyOptions(bab_share=0.3).bab_share_for(nap) == 0.3
+
+
+def test_a_nap_query_skips_branch_and_bound_when_it_does_not_fit_but_a_robustness_query_is_refused():
+    net = _net()
+    plain = robustness(np.zeros(net.n_inputs), 0.1, 0, net.n_outputs)
+    sizes = net.relu_sizes
+    nap = Spec(plain.lower, plain.upper, plain.unsafe,
+               relu_states={0: (np.zeros(sizes[0], bool), np.zeros(sizes[0], bool))})
+    res = verify.verify(net, nap, solver="highs", timeout=20, bab_memory=1)  # the MILP decides alone
+    assert res.status in ("verified", "falsified") and "bab" not in res.timings
+    with pytest.raises(ResourceLimitError, match="memory cap"):
+        verify.verify(net, nap, solver="highs", timeout=20, bab_memory=1, bab_share=0.5)
+    with pytest.raises(ResourceLimitError, match="memory cap"):
+        verify.verify(net, plain, solver="highs", timeout=20, bab_memory=1)
 
 
 def test_options_replace_the_keywords_but_not_both():
