@@ -130,7 +130,7 @@ class VerifyOptions:
     attack: bool = True
     seed: int = 0
     lp_share: float = 0.3
-    quick_share: float = 0.02
+    quick_share: float = 0.1
     quick_cap: float = 3.0
     alpha_share: float = 0.1
     bab_share: float | None = None
@@ -310,7 +310,7 @@ def confirm_counterexample(network, spec: Spec, x: np.ndarray) -> Counterexample
 
 
 def verify(network, spec: Spec, solver: str = "cbc", timeout: float = 60.0, attack: bool = True,
-           seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.02,
+           seed: int = 0, lp_share: float = 0.3, quick_share: float = 0.1,
            quick_cap: float = 3.0, bounds=None, alpha_share: float = 0.1,
            bab_share: float | None = None, device: str = "cpu", bab_memory: int = 4 * 2**30,
            milp_share: float = 0.4, options: VerifyOptions | None = None,
