@@ -18,7 +18,10 @@ its own; a candidate that does not re-check, e.g. with a pre-activation of 1e-16
 is retried once with a margin of 1e-4 on the output rows and 1e-6 inside every fixed state, then reported
 ``unknown``), ``TIMEOUT`` → ``timeout``, anything else → ``unknown``
 or ``error``. Marabou's time limit is whole seconds; the answer is ``timeout`` whenever the wall time
-exceeds ``timeout``, as in :func:`verify.verify`.
+exceeds ``timeout``, as in :func:`verify.verify`. Marabou does not always stop at its own limit (its
+preprocessing is not interrupted: one NAP query on mnist-net_256x2 ran 16 minutes past a 30 s limit), so
+each query runs in a forked child process that is killed :data:`KILL_GRACE` seconds after the limit (answer
+``timeout``); a child that dies (e.g. killed for memory) gives ``error``.
 
 ``maraboupy`` is optional (``pip install neurospec[benchmark]`` or ``pip install maraboupy``): this module
 imports it only when a query runs, and :func:`check_marabou` raises :class:`verify.errors.SolverError`
@@ -40,6 +43,7 @@ import contextlib
 import importlib.util
 import logging
 import math
+import multiprocessing
 import os
 import time
 import warnings
@@ -62,6 +66,9 @@ MARABOU = "marabou"
 
 _MARGIN_OUT = 1e-4  # the retry's margin on the unsafe rows, for candidates that do not re-check
 _MARGIN_STATE = 1e-6  # ... and inside the fixed states (the re-check wants active z > 0, inactive z <= 0)
+
+#: Seconds past its time limit after which a Marabou query's process is killed (answer ``timeout``).
+KILL_GRACE = 5.0
 
 
 def marabou_available() -> bool:
@@ -187,14 +194,60 @@ class _Query:
             q.addEquation(eq)
 
     def solve(self, marabou: Any, seconds: float) -> tuple[str, np.ndarray | None]:
-        """Marabou's exit code and, for ``sat``, the input it found."""
-        options = marabou.createOptions(timeoutInSeconds=max(1, math.ceil(seconds)), verbosity=0)
-        with _quiet_stdout():
-            code, values, _stats = self.core.solve(self.query, options, os.devnull)
-        x = None
-        if code == "sat":
-            x = np.array([values.get(i, 0.0) for i in self.inputs], dtype=np.float64)
-        return str(code), x
+        """Marabou's exit code and, for ``sat``, the input it found; run in a child process that is killed
+        :data:`KILL_GRACE` seconds after ``seconds`` (code ``"TIMEOUT"``; a child that dies: ``"ERROR"``)."""
+        limit = max(1, math.ceil(seconds))
+        options = marabou.createOptions(timeoutInSeconds=limit, verbosity=0)
+
+        def run() -> tuple[str, np.ndarray | None]:
+            with _quiet_stdout():
+                code, values, _stats = self.core.solve(self.query, options, os.devnull)
+            x = None
+            if code == "sat":
+                x = np.array([values.get(i, 0.0) for i in self.inputs], dtype=np.float64)
+            return str(code), x
+
+        return _killable(run, limit + KILL_GRACE)
+
+
+def _killable(fn: Any, seconds: float) -> tuple[str, np.ndarray | None]:
+    """``fn()`` (which returns ``(code, x)``) in a forked child process, killed after ``seconds``:
+    ``("TIMEOUT", None)``; ``("ERROR", None)`` if the child dies or raises."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(seconds):
+            logger.info("Marabou ran %.0f s past its limit: its process is killed", KILL_GRACE)
+            return "TIMEOUT", None
+        try:
+            kind, payload = recv.recv()
+        except EOFError:  # the child died without an answer
+            logger.warning("Marabou's process died (exit code %s)", proc.exitcode)
+            return "ERROR", None
+        if kind == "error":
+            logger.warning("Marabou failed: %s", payload)
+            return "ERROR", None
+        return payload
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        recv.close()
+
+
+def _child(fn: Any, send: Any) -> None:
+    """The child's side of :func:`_killable`: send ``("ok", fn())`` or ``("error", message)``, then exit
+    without running the parent's exit handlers."""
+    try:
+        send.send(("ok", fn()))
+    except BaseException as err:  # reported to the parent
+        send.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        send.close()
+        os._exit(0)
 
 
 def _check(network, spec: Spec, timeout: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -339,6 +340,31 @@ def test_marabou_agrees_with_verify():
     for eps in (0.01, 0.5):
         spec = robustness(x, eps, label, 3)
         assert verify_marabou(net, spec, timeout=20).status == verify.verify(net, spec, timeout=20).status
+
+
+@pytest.mark.skipif(not marabou_available(), reason="maraboupy is not installed (neurospec[benchmark])")
+def test_a_marabou_query_that_overruns_its_limit_is_killed_and_reported_as_timeout(monkeypatch):
+    # Marabou does not always stop at its own limit: its query runs in a child process, killed KILL_GRACE s
+    # after the limit. A "solve" that hangs stands in for it here (fork copies the patched module); one that
+    # crashes gives "error", not an answer.
+    import time
+
+    from verify import marabou
+
+    net = relu_network((2, 3, 2), 0)
+    spec = robustness(np.zeros(2), 0.1, 0, 2)
+    _, core = marabou._core()
+    monkeypatch.setattr(marabou, "KILL_GRACE", 0.5)
+    monkeypatch.setattr(core, "solve", lambda *a, **k: time.sleep(60))
+    t0 = time.perf_counter()
+    res = verify_marabou(net, spec, timeout=1)
+    assert res.status == "timeout" and time.perf_counter() - t0 < 10
+
+    def crash(*a, **k):
+        os._exit(3)
+
+    monkeypatch.setattr(core, "solve", crash)
+    assert verify_marabou(net, spec, timeout=5).status == "error"
 
 
 def test_marabou_bad_input():
