@@ -85,3 +85,14 @@ naps = nap.mine(load_vnncomp('mnist-256x4'), data.make_loader(train, batch_size=
 results = verify.nap_robustness(net4, naps, classes=[1], solver='highs', timeout=60)
 for j, r in zip([c for c in range(10) if c != 1], results[1], strict=True):
     print(f'class 1 vs {j}: {r.status:9s} {r.timings["total"]:.2f} s, binaries {r.stats.get("binaries")}')
+
+# %% [markdown]
+# ## NAP non-ambiguity
+#
+# No input should follow two classes' NAPs at once. A pair whose NAPs conflict (a neuron active in one and inactive in the other) is decided without a solver (method `nap-conflict`). For the other pairs, `starts` (here test images) seed the search for an input that follows both NAPs: PGD that keeps the NAPs' states, then activation-pattern LPs, before the bounds and the MILP try to prove that none exists.
+
+# %%
+test_x = data.load_mnist('test').tensors(range(500))[0].reshape(500, -1).numpy()
+amb = verify.nap_ambiguity(net4, naps, pairs=[(1, 7), (3, 5)], solver='highs', timeout=30, starts=test_x)
+for (i, j), r in amb.items():
+    print(f'NAP_{i} and NAP_{j}: {r.status} ({r.method or r.message})')
