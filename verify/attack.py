@@ -208,8 +208,8 @@ def _pattern_lp(net, spec: Spec, clause: int, pattern: list[np.ndarray], fixed: 
     return np.asarray(out.x[:n], dtype=np.float64), float(out.fun)
 
 
-def pattern_search(net, spec: Spec, starts: np.ndarray, *, deadline: float | None = None, max_starts: int = 8,
-                   max_rounds: int = 30) -> np.ndarray | None:
+def pattern_search(net, spec: Spec, starts: np.ndarray, *, deadline: float | None = None, max_starts: int = 24,
+                   max_rounds: int = 10) -> np.ndarray | None:
     """Falsify by local search over activation patterns, from given inputs (e.g. images that follow a NAP).
 
     Within one activation pattern the network is affine, so the input of the box that goes deepest into an
