@@ -916,14 +916,15 @@ def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None,
     ``falsified`` comes with an input that follows both. Pairs with a neuron active in one NAP and inactive
     in the other are decided without a solver (method ``"nap-conflict"``). ``workers``/``address``: one Ray
     task per remaining pair (:func:`verify.distributed.nap_ambiguity_parallel`), as in :func:`nap_robustness`.
-    ``starts``: optional inputs (e.g. test images) for the search of an input that follows both NAPs (PGD that
-    keeps the fixed states, then activation-pattern LPs), as in :func:`nap_robustness`; each query starts from
-    those that follow one of its two NAPs.
+    ``starts``: optional inputs for the search of an input that follows both NAPs (PGD that keeps the fixed
+    states, then activation-pattern LPs), given to every query as they are: pass those that follow one of the
+    two NAPs (e.g. the test images that do, as the NAP study does), since the PGD starts from 32 of them.
 
     Example:
         >>> nap_ambiguity(net, naps, timeout=30, workers=2)[(0, 1)].method     # doctest: +SKIP
         'nap-conflict'
     """
+    starts = _check_starts(network, starts)
     if _parallel(workers, address):
         from verify.distributed import nap_ambiguity_parallel
 
@@ -932,5 +933,4 @@ def nap_ambiguity(network, naps, pairs: Sequence[tuple[int, int]] | None = None,
     lo, hi = nap_domain(network, lower, upper)
     valid = [c for c in range(naps.num_classes) if c not in naps.empty_classes]
     pairs = [(i, j) for i in valid for j in valid if i < j] if pairs is None else list(pairs)
-    starts = _check_starts(network, starts)
     return {(i, j): nap_ambiguity_pair(network, naps, (i, j), lo, hi, solver, timeout, starts) for i, j in pairs}

@@ -314,7 +314,7 @@ class ReluNetwork:
         if len(names) != n_relus or len(set(names)) != n_relus:
             raise NetworkError(f"need {n_relus} distinct ReLU layer names, got {names}")
         self.relu_names: list[str] = names
-        self.source = source if source is not None else _weights_module(self.weights, self.biases, self.input_shape)
+        self.source = source if source is not None else _weights_module(self.weights, self.biases)
         self.source_path: Path | None = None if source_path is None else Path(source_path)
 
     # ---- sizes ---------------------------------------------------------------------------------------------
@@ -582,11 +582,11 @@ def _probe(sites: ReluSites, shape: tuple[int, ...]) -> tuple[list[str], dict[st
     return list(rec.states), dict(rec.shapes)
 
 
-def _weights_module(weights: list[np.ndarray], biases: list[np.ndarray], input_shape: tuple[int, ...]) -> nn.Module:
+def _weights_module(weights: list[np.ndarray], biases: list[np.ndarray]) -> nn.Module:
     """The layers as a float32, eval-mode torch module (flatten, then linear and ReLU layers)."""
     layers: list[nn.Module] = [nn.Flatten()]
     for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        lin = nn.Linear(w.shape[1], w.shape[0])
+        lin = torch.nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0])  # no random init to overwrite
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
             lin.bias.copy_(torch.from_numpy(b.astype(np.float32)))
