@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where result files go: benchmarks/results, or $NEUROSPEC_RESULTS (a run on another machine, e.g. a GPU
+#: machine whose files are copied back).
+RESULTS = Path(os.environ.get("NEUROSPEC_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict[str, Any]:
@@ -31,6 +33,10 @@ def machine() -> dict[str, Any]:
                                 check=False).stdout.strip()
     except OSError:
         commit = ""
+    commit = commit or os.environ.get("NEUROSPEC_COMMIT", "")  # a copy of the tree without its git history
+    gpu = {}
+    if torch.cuda.is_available():
+        gpu = {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -41,6 +47,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **gpu,
     }
 
 

@@ -28,7 +28,8 @@ def render() -> Path:
         lines += [f"## {res.get('title', res['benchmark'])}", "",
                   f"- command: `{res['command']}`",
                   f"- machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads); "
-                  f"Python {m['python']}, torch {m['torch']}, numpy {m['numpy']}; commit {m['commit']}; {m['date']}",
+                  f"Python {m['python']}, torch {m['torch']}, numpy {m['numpy']}; commit {m['commit']}; {m['date']}"
+                  + (f"; GPU: {m['gpu']} (CUDA {m['cuda']})" if m.get("gpu") else ""),
                   ]
         for note in res.get("notes", []):
             lines.append(f"- {note}")

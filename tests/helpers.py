@@ -18,8 +18,6 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 from torch import nn
 
-from codebook import CodebookConfig, attach, site_names
-from probe.zoo.tokfsm import make_model
 from verify.network import ReluNetwork
 from verify.properties import Spec, robustness
 
@@ -144,7 +142,11 @@ def sampled_violation(net: ReluNetwork, spec: Spec) -> np.ndarray | None:
 
 def tiny_model(seed: int = 0, n_layers: int = 1, d_model: int = 16, n_codes: int | None = None):
     """A freshly initialised TokFSM transformer (2 heads of ``d_model // 2``, d_mlp 32); with ``n_codes``,
-    codebooks of that many codes attached at every site."""
+    codebooks of that many codes attached at every site. (Imported here: the verifier's tests need no
+    TransformerLens, e.g. on a GPU machine that has only torch.)"""
+    from codebook import CodebookConfig, attach, site_names
+    from probe.zoo.tokfsm import make_model
+
     m = make_model(seed=seed, n_layers=n_layers, d_model=d_model, n_heads=2, d_head=d_model // 2, d_mlp=32)
     if n_codes is not None:
         attach(m, site_names(m), CodebookConfig(n_codes=n_codes))

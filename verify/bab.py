@@ -72,6 +72,9 @@ MAX_SPLITS = 1
 FSB_CANDIDATES = 4
 #: A batch that takes less than this many seconds makes the next one twice as large (up to ``max_batch``).
 BATCH_SECONDS = 0.5
+#: The largest batch by device type when ``bab_clause`` is given no ``max_batch`` (a GPU bounds a batch of
+#: thousands of domains in about the time of a few hundred: benchmarks/cuda_engine.py).
+MAX_BATCH = {"cpu": 1024, "cuda": 1024}
 #: Adam steps of the alpha search at the root (children start from their parent's values).
 ROOT_ITERS = 50
 #: Adam step size of the slopes at the root, and in children (warm-started from their parent's).
@@ -146,7 +149,7 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
                solver: str = "highs", batch: int = 64, check=None, iters: int = 10,
                fixed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
                intermediate: bool = False, pgd_steps: int = 5, branching: str = "fsb",
-               max_batch: int = 1024, device: str = "cpu", memory: int = MAX_DOMAIN_BYTES) -> BabOutcome:
+               max_batch: int | None = None, device: str = "cpu", memory: int = MAX_DOMAIN_BYTES) -> BabOutcome:
     """Branch and bound on ReLU splits for unsafe clause ``index`` of ``spec``.
 
     Args:
@@ -169,7 +172,7 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
         pgd_steps: signed-gradient steps on the network from each domain's bound-minimising input (over the
             whole box) when that input itself is not a counterexample; 0 skips them.
         branching: ``"fsb"`` (filtered smart branching) or ``"babsr"``.
-        max_batch: the largest batch.
+        max_batch: the largest batch (``None``: :data:`MAX_BATCH` of the device's type).
         device: where the engine runs (``"cpu"``, ``"cuda"``).
         memory: bytes the open domains may take (the search stops with ``timeout`` when they would take
             more; a network whose first batch does not fit is refused).
@@ -186,10 +189,13 @@ def bab_clause(net, spec: Spec, index: int, root: list[tuple[np.ndarray, np.ndar
 
     if branching not in BRANCHING:
         raise InvalidParameterError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    dev = check_device(device)
+    if max_batch is None:
+        max_batch = MAX_BATCH.get(dev.type, MAX_BATCH["cpu"])
+        max_batch = max(batch, max_batch) if isinstance(batch, int) else max_batch
     if not (isinstance(batch, int) and isinstance(max_batch, int) and 1 <= batch <= max_batch):
         raise InvalidParameterError(f"batch and max_batch must be integers with 1 <= batch <= max_batch, got "
                                     f"{batch!r} and {max_batch!r}")
-    dev = check_device(device)
     check_memory(net, Spec(spec.lower, spec.upper, [spec.unsafe[index]]), memory, batch)
     with one_torch_thread(), torch.no_grad():
         run = _Search(net, spec, index, deadline, solver, check, iters, intermediate, pgd_steps, branching,

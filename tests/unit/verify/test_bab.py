@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import verify
+from probe.core.errors import InvalidParameterError
 from verify import bab
 from verify.bounds import BoxBounds, Engine, TorchNetwork, crown_bounds
 from verify.properties import Spec, nap_robustness_spec, robustness
@@ -172,3 +173,44 @@ def test_not_solved_after_half_the_limit_is_a_timeout(monkeypatch):
     for seconds, expected in ((0.7, "timeout"), (0.1, "error")):
         monkeypatch.setattr(pulp.LpProblem, "solve", lambda self, backend, s=seconds: fake_solve(self, backend, s))
         assert solvers.solve(prob, "highs", time_limit=1.0).status == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="branch and bound on CUDA: needs a GPU, and this machine "
+                                                          "has none")
+def test_bab_on_cuda_agrees_with_the_exact_oracle_and_the_cpu():
+    # the same searches on the GPU: sound and complete (exact oracle), the CPU's answers, and NAP-style fixed
+    # states through verify(device="cuda") agree with the MILP
+    answers = set()
+    for seed in range(6):
+        net = relu_network((3, 4, 4, 2), seed=seed, bias_scale=CASE_BIAS)
+        spec = robustness(np.zeros(3), 0.8, 0, 2)
+        root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
+        out = {dev: bab.bab_clause(net, spec, 0, root, deadline=time.perf_counter() + 60, batch=4, device=dev)
+               for dev in ("cpu", "cuda")}
+        assert out["cuda"].status == out["cpu"].status, seed
+        assert (out["cuda"].status == "falsified") == exact_violation(net, Spec(spec.lower, spec.upper,
+                                                                                spec.unsafe[:1]))
+        answers.add(out["cuda"].status)
+    assert answers == {"verified", "falsified"}
+    for seed in range(4):
+        net = relu_network((3, 6, 6, 3), seed=seed, bias_scale=CASE_BIAS)
+        rng = np.random.default_rng(seed)
+        act = rng.random(6) < 0.3
+        ina = ~act & (rng.random(6) < 0.3)
+        spec = nap_robustness_spec(-np.ones(3), np.ones(3), {0: (act, ina)}, 0, 3)
+        by_bab = verify.verify(net, spec, solver="highs", timeout=30, attack=False, quick_cap=0, bab_share=1.0,
+                               device="cuda")
+        by_milp = verify.verify(net, spec, solver="highs", timeout=30, attack=False, bab_share=0)
+        assert by_bab.status == by_milp.status, (seed, by_bab.status, by_milp.status, by_bab.message)
+
+
+def test_the_largest_batch_defaults_by_device(monkeypatch):
+    # no max_batch: the device type's MAX_BATCH (at least the first batch); an explicit one below batch is refused
+    monkeypatch.setitem(bab.MAX_BATCH, "cpu", 2)
+    net = relu_network((3, 4, 4, 2), seed=0, bias_scale=CASE_BIAS)
+    spec = robustness(np.zeros(3), 0.8, 0, 2)
+    root = BoxBounds(net, spec.lower, spec.upper).best[:-1]
+    out = bab.bab_clause(net, spec, 0, root, deadline=time.perf_counter() + 30, batch=4)
+    assert out.status in ("verified", "falsified")
+    with pytest.raises(InvalidParameterError, match="max_batch"):
+        bab.bab_clause(net, spec, 0, root, deadline=time.perf_counter() + 30, batch=4, max_batch=2)
