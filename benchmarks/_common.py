@@ -33,7 +33,8 @@ def machine() -> dict[str, Any]:
                                 check=False).stdout.strip()
     except OSError:
         commit = ""
-    commit = commit or os.environ.get("NEUROSPEC_COMMIT", "")  # a copy of the tree without its git history
+    # a copy of the tree on another machine names the commit it was copied from (its .git may be stale)
+    commit = os.environ.get("NEUROSPEC_COMMIT") or commit
     gpu = {}
     if torch.cuda.is_available():
         gpu = {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
