@@ -7,7 +7,7 @@
 # 2. write a small topic-labelled text corpus with the model itself (no corpus downloads);
 # 3. attach codebooks to MLP outputs and train them briefly (model frozen);
 # 4. find codes by regular expression: codes that mark a topic's keywords, and codes of texts the keyword regex puts on a topic;
-# 5. force a topic's codes during generation and compare with the unsteered text;
+# 5. force a topic's codes during generation and compare with the unsteered text, with MLP codes and with codes of attention heads;
 # 6. detect emergent experts in one gated MLP layer with `probe.moe.detect`.
 #
 # **Settings are tiny** so that the notebook runs on a 2-core CPU in about two minutes (one torch thread): 2 topics × 10 openings × 2 continuations of 24 tokens, codebooks of 128 codes trained 20 steps, steering measured on 4 prompts × 3 samples. At this size the figures are noisy: a different seed or layer choice moves the steering shares by tens of points. The full benchmark, `benchmarks/lm_smollm2.py` (about 12 min on the same CPU; `benchmarks/RESULTS.md`), uses 8 topics × 10 openings × 4 continuations of 40 tokens (320 texts, sampled once in about 4 min and cached), 512 codes at the same four layers trained 60 steps of 8 × 43 tokens, 16 forced codes per topic, 8 prompts × 4 samples × 24 tokens, and `moe.detect` on layers 3, 15 and 27 with four partitioners.
@@ -160,6 +160,25 @@ for topic in res.steered:
           f'perplexity {res.steered_perplexity[topic]:.1f} vs {res.baseline_perplexity:.1f}; '
           f'e.g. {res.examples[topic][0]!r}')
 codebook.detach(model)   # the exact base model again
+
+# %% [markdown]
+# **Codes of attention heads steer better.** The paper attaches codebooks to attention heads as well as MLPs. Here every head of four layers gets its own codebook at `blocks.L.attn.hook_z` (the head's output before the output projection, d_head 64; k-means codes, no training). A code that fires on the sampled positions of sports texts is a head's summary of "what this text is about", and forcing a few of them in their own heads moves the topic while leaving the rest of the model's computation alone. `rank_codes` returns each code with its head (`group`), and `topic_steering` forces it in that head only. In the benchmark (`benchmarks/lm_smollm2_attention.py`, 8 topics) this beats both the MLP codes and activation addition at the same fluency; see the README for the figures.
+
+# %%
+head_sites = [f'blocks.{layer}.attn.hook_z' for layer in (3, 9, 15, 21)]
+heads = codebook.attach(model, head_sites, codebook.CodebookConfig(n_codes=64, k=1))   # one codebook per head
+codebook.init_codebooks(model, heads, [x])
+print(f'held-out loss: no codebooks {base_loss:.3f} | per-head attention codebooks {lm_loss(x_held):.3f}')
+codes = codebook.collect_codes(model, x)                  # topic_codes() ranks these
+head_codes = {topic: topic_codes(topic, n=8) for topic in ('sports', 'cooking')}
+for topic, stats in head_codes.items():
+    print(topic, [f'{st.site.split(".")[1]}/head {st.group}/{st.code} ({st.precision:.2f})' for st in stats[:4]], '...')
+res_heads = codebook.topic_steering(model, head_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=3, n_new=16)
+for topic in res_heads.steered:
+    print(f'{topic}: on-topic {res_heads.steered[topic]:.0%} steered vs {res_heads.baseline[topic]:.0%} unsteered; '
+          f'perplexity {res_heads.steered_perplexity[topic]:.1f} vs {res_heads.baseline_perplexity:.1f}; '
+          f'e.g. {res_heads.examples[topic][0]!r}')
+codebook.detach(model)
 
 # %% [markdown]
 # **A baseline the paper did not run: activation addition.** `mean_difference` takes the mean residual stream (here after block 6) over the sampled positions of one topic's texts minus the mean over the other topic's; `addition_steering` adds it, times a scale, at every position while sampling, and measures it exactly as `topic_steering` does (same prompts, seeds, classifier and perplexity), on the model without codebooks. The scale trades topic for fluency: the benchmark tries several and reports the best whose perplexity stays within 2x the unsteered one.

@@ -104,6 +104,26 @@ def test_force_ablate_patch():
         assert torch.equal(got.reshape(ids.shape), ids)
 
 
+def test_force_codes_in_one_head_leaves_the_other_heads_alone():
+    """Per-head attention codebooks (hook_z): forcing a code in head 1 sets that head's output to the code (and
+    appending adds it), while head 0's output and code ids stay as they were."""
+    m = tiny_model(n_codes=5)
+    site = "blocks.0.attn.hook_z"
+    codes = m.codebooks[site].codes.detach()  # [heads, n_codes, d_head]
+    tok = FSM.sample(2, seed=5)[:, :9]
+    _, base = m.run_with_cache(tok)
+    with force_codes(m, site, [3], groups=[1]):
+        _, forced = m.run_with_cache(tok)
+    assert torch.equal(forced[site][:, :, 0], base[site][:, :, 0])
+    assert torch.allclose(forced[site][:, :, 1], codes[1, 3].expand(2, 9, -1))
+    ids, ids0 = forced[codes_hook_name(site)], base[codes_hook_name(site)]
+    assert torch.equal(ids[:, :, 0], ids0[:, :, 0]) and bool((ids[:, :, 1] == 3).all())
+    with force_codes(m, site, [3], groups=[1], mode="append"):
+        _, added = m.run_with_cache(tok)
+    assert torch.equal(added[site][:, :, 0], base[site][:, :, 0])
+    assert torch.allclose(added[site][:, :, 1], base[site][:, :, 1] + codes[1, 3], atol=1e-6)
+
+
 def test_steering_with_out_of_range_code_is_an_error():
     m = tiny_model(n_codes=6)
     with pytest.raises(CodeIdError, match=r"must be in \[0, 6\); got values in \[6, 6\]"):
