@@ -70,7 +70,8 @@ def _wilson_lower(hits: torch.Tensor, n: torch.Tensor, z: float = 1.96) -> torch
     p = hits / n
     centre = p + z * z / (2 * n)
     margin = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - margin) / (1 + z * z / n)
+    # with no hit, centre and margin are equal and their difference is rounding error of either sign: clip at 0
+    return ((centre - margin) / (1 + z * z / n)).clamp(min=0.0)
 
 
 def rank_codes(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, label: int = 0, *,

@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -293,11 +293,44 @@ class LMText:
         ids = self.topic_ids()[keep]
         return toks, ids[:, None].expand(-1, length).clone()
 
-    def agreement(self) -> float:
-        """Share of continuations that the keyword classifier puts on their prompt's topic (:func:`on_topic`)."""
-        if not self.texts:
+    def agreement(self, n_tokens: int | None = None, decode: Callable[[list[int]], str] | None = None) -> float:
+        """Share of continuations that the keyword classifier puts on their prompt's topic (:func:`on_topic`).
+
+        With ``n_tokens``, only the first ``n_tokens`` sampled tokens of each continuation count (decoded with
+        ``decode``, e.g. ``model.tokenizer.decode``): the share a topic's own opening reaches at the length of a
+        steering run, the reference a steered share can be read against.
+
+        Raises:
+            InvalidParameterError: ``n_tokens`` below 1, or given without ``decode``.
+
+        Example:
+            >>> corpus.agreement(), corpus.agreement(24, model.tokenizer.decode)   # doctest: +SKIP
+            (0.678, 0.553)
+        """
+        shares = self.topic_agreement(n_tokens, decode)
+        if not shares:
             return float("nan")
-        return sum(on_topic(c, t) for c, t in zip(self.continuations, self.topics, strict=True)) / len(self)
+        counts = {t: self.topics.count(t) for t in shares}
+        return sum(shares[t] * counts[t] for t in shares) / len(self)
+
+    def topic_agreement(self, n_tokens: int | None = None,
+                        decode: Callable[[list[int]], str] | None = None) -> dict[str, float]:
+        """:meth:`agreement` per topic: ``{topic: share}``.
+
+        Raises:
+            InvalidParameterError: ``n_tokens`` below 1, or given without ``decode``.
+        """
+        if n_tokens is not None and (int(n_tokens) < 1 or decode is None):
+            raise InvalidParameterError(f"n_tokens must be >= 1 and come with a decode function; got {n_tokens!r} "
+                                        f"and decode={decode!r}")
+        hits: dict[str, list[bool]] = {}
+        for i, topic in enumerate(self.topics):
+            text = self.continuations[i]
+            if n_tokens is not None:
+                start = self.prompt_lengths[i]
+                text = decode(list(self.tokens[i][start:start + int(n_tokens)]))
+            hits.setdefault(topic, []).append(on_topic(text, topic))
+        return {t: sum(v) / len(v) for t, v in sorted(hits.items())}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the corpus as one JSON file (atomically)."""

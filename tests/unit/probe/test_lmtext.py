@@ -45,6 +45,17 @@ def test_corpus_split_windows_save_load(tmp_path):
     tokens, labels = c.windows(4)
     assert tokens.shape == labels.shape == (len([t for t in c.tokens if len(t) >= 4]), 4)
     assert c.agreement() == 1.0
+    # the first n sampled tokens only: token 7 decodes to a sports word, others to nothing on topic
+    decode = lambda ids: " ".join("goal" if i == 7 else "x" for i in ids)  # noqa: E731
+    firsts = [t[2:3] for t in c.tokens]                  # prompt length 2: the first sampled token of each text
+    want = {tp: sum(tp == "sports" and f == [7] for f, t in zip(firsts, c.topics, strict=True) if t == tp) / 4
+            for tp in ("music", "sports")}
+    assert c.topic_agreement(1, decode) == want
+    assert c.agreement(1, decode) == pytest.approx(sum(want.values()) / 2)
+    with pytest.raises(InvalidParameterError, match="decode"):
+        c.agreement(1)
+    with pytest.raises(InvalidParameterError, match="n_tokens"):
+        c.agreement(0, decode)
     with pytest.raises(InvalidParameterError, match="no text has 9 tokens"):
         c.windows(9)
     back = LMText.load(c.save(tmp_path / "c.json"))
