@@ -63,7 +63,10 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     model = zoo.load("smollm2-135m")
-    train, _ = build_corpus(model, n_samples=4, max_new_tokens=40).split(0.25)
+    corpus = build_corpus(model, n_samples=4, max_new_tokens=40)
+    train, _ = corpus.split(0.25)
+    # the reference: how often a topic's own opening gives a continuation of the steering length on the topic
+    prompted = corpus.topic_agreement(args.new_tokens, model.tokenizer.decode)
     xt, yt = train.windows(WINDOW)
     cont = torch.arange(WINDOW)[None, :] >= torch.tensor(train.prompt_lengths)[:, None]
     names = train.topic_names
@@ -128,6 +131,10 @@ def main() -> None:
                      "perplexity unsteered": f"{r.baseline_perplexity:.1f} (unmodified model)",
                      "ratio": f"{r.mean_steered_perplexity / r.baseline_perplexity:.2f}",
                      "ratio to the unmodified model's unsteered": f"{r.mean_steered_perplexity / base_ppl:.2f}"})
+    rows.append({"method": f"no steering: the topics' own openings (the corpus's first {args.new_tokens} sampled "
+                           "tokens, for reference)", "unsteered": "", "steered": pct(sum(prompted.values()) / len(prompted)),
+                 "gain (points)": "", "perplexity steered": "", "perplexity unsteered": "", "ratio": "",
+                 "ratio to the unmodified model's unsteered": ""})
     fair = [run for run in runs if ok(run["res"])] or runs
     best = max(fair, key=lambda run: run["res"].mean_steered - run["res"].mean_baseline)
     fair_add = [s for s, r in adds.items() if ok(r)] or list(adds)
@@ -137,6 +144,7 @@ def main() -> None:
                    "perplexity (codes)": f"{b.steered_perplexity[tp]:.1f}",
                    f"activation addition x{best_add:g}": f"{a.steered[tp]:.0%}",
                    "perplexity (addition)": f"{a.steered_perplexity[tp]:.1f}",
+                   "the topic's own openings": f"{prompted[tp]:.0%}",
                    "example (codes forced)": (b.examples.get(tp) or [""])[0][:90].replace("\n", " ").replace("|", "/")}
                   for tp in names if tp in b.steered]
     label = f"layers {','.join(map(str, best['layers']))}, {best['n']} codes"
