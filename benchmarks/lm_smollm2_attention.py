@@ -27,20 +27,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 from _common import write_result
+from lm_smollm2 import WINDOW, log
 
 import codebook
 from probe import zoo
 from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic
 
-WINDOW = 43
-
-
-def log(msg: str, t0: float) -> None:
-    print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
-
 
 def pct(v: float) -> str:
     return f"{v:.1%}"
+
+
+def mean_row(method: str, r, unsteered: str, base_ppl: float) -> dict[str, str]:
+    """One row of the table of means: a steering result ``r`` against its own unsteered continuations."""
+    return {"method": method, "unsteered": pct(r.mean_baseline), "steered": pct(r.mean_steered),
+            "gain (points)": f"{100 * (r.mean_steered - r.mean_baseline):+.1f}",
+            "perplexity steered": f"{r.mean_steered_perplexity:.1f}",
+            "perplexity unsteered": f"{r.baseline_perplexity:.1f} ({unsteered})",
+            "ratio": f"{r.mean_steered_perplexity / r.baseline_perplexity:.2f}",
+            "ratio to the unmodified model's unsteered": f"{r.mean_steered_perplexity / base_ppl:.2f}"}
 
 
 def main() -> None:
@@ -102,8 +107,8 @@ def main() -> None:
             res = codebook.topic_steering(model, {tp: r[:n] for tp, r in ranked.items() if r}, prompts, on_topic,
                                           mode="append", **sampling)
             secs = time.perf_counter() - t
-            heads = sorted({(st.site, st.group) for r in ranked.values() for st in r[:n]})
-            runs.append({"layers": layers, "n": n, "res": res, "init_s": init_s, "secs": secs, "heads": len(heads),
+            heads = {(st.site, st.group) for r in ranked.values() for st in r[:n]}
+            runs.append({"layers": layers, "n": n, "res": res, "init_s": init_s, "heads": len(heads),
                          "precision": sum(st.precision for r in ranked.values() for st in r[:n])
                          / max(1, sum(len(r[:n]) for r in ranked.values()))})
             log(f"layers {layers} n={n} ({secs:.0f} s): {res.mean_baseline:.3f} -> {res.mean_steered:.3f}, ppl "
@@ -113,24 +118,10 @@ def main() -> None:
     def ok(r) -> bool:
         return r.mean_steered_perplexity <= 2 * r.baseline_perplexity
 
-    rows = []
-    for run in runs:
-        r = run["res"]
-        rows.append({"method": f"attention codes, layers {','.join(map(str, run['layers']))}, "
-                               f"{run['n']} codes per topic", "unsteered": pct(r.mean_baseline),
-                     "steered": pct(r.mean_steered), "gain (points)": f"{100 * (r.mean_steered - r.mean_baseline):+.1f}",
-                     "perplexity steered": f"{r.mean_steered_perplexity:.1f}",
-                     "perplexity unsteered": f"{r.baseline_perplexity:.1f} (codebook model)",
-                     "ratio": f"{r.mean_steered_perplexity / r.baseline_perplexity:.2f}",
-                     "ratio to the unmodified model's unsteered": f"{r.mean_steered_perplexity / base_ppl:.2f}"})
-    for scale, r in adds.items():
-        rows.append({"method": f"activation addition after block {args.add_layer}, scale {scale:g}",
-                     "unsteered": pct(r.mean_baseline), "steered": pct(r.mean_steered),
-                     "gain (points)": f"{100 * (r.mean_steered - r.mean_baseline):+.1f}",
-                     "perplexity steered": f"{r.mean_steered_perplexity:.1f}",
-                     "perplexity unsteered": f"{r.baseline_perplexity:.1f} (unmodified model)",
-                     "ratio": f"{r.mean_steered_perplexity / r.baseline_perplexity:.2f}",
-                     "ratio to the unmodified model's unsteered": f"{r.mean_steered_perplexity / base_ppl:.2f}"})
+    rows = [mean_row(f"attention codes, layers {','.join(map(str, run['layers']))}, {run['n']} codes per topic",
+                     run["res"], "codebook model", base_ppl) for run in runs]
+    rows += [mean_row(f"activation addition after block {args.add_layer}, scale {scale:g}", r, "unmodified model",
+                      base_ppl) for scale, r in adds.items()]
     rows.append({"method": f"no steering: the topics' own openings (the corpus's first {args.new_tokens} sampled "
                            "tokens, for reference)", "unsteered": "", "steered": pct(sum(prompted.values()) / len(prompted)),
                  "gain (points)": "", "perplexity steered": "", "perplexity unsteered": "", "ratio": "",

@@ -307,11 +307,8 @@ class LMText:
             >>> corpus.agreement(), corpus.agreement(24, model.tokenizer.decode)   # doctest: +SKIP
             (0.678, 0.553)
         """
-        shares = self.topic_agreement(n_tokens, decode)
-        if not shares:
-            return float("nan")
-        counts = {t: self.topics.count(t) for t in shares}
-        return sum(shares[t] * counts[t] for t in shares) / len(self)
+        hits = self._on_topic(n_tokens, decode)
+        return sum(hits) / len(hits) if hits else float("nan")
 
     def topic_agreement(self, n_tokens: int | None = None,
                         decode: Callable[[list[int]], str] | None = None) -> dict[str, float]:
@@ -320,17 +317,24 @@ class LMText:
         Raises:
             InvalidParameterError: ``n_tokens`` below 1, or given without ``decode``.
         """
+        by_topic: dict[str, list[bool]] = {}
+        for topic, hit in zip(self.topics, self._on_topic(n_tokens, decode), strict=True):
+            by_topic.setdefault(topic, []).append(hit)
+        return {t: sum(v) / len(v) for t, v in sorted(by_topic.items())}
+
+    def _on_topic(self, n_tokens: int | None, decode: Callable[[list[int]], str] | None) -> list[bool]:
+        """Per text: does the classifier put its continuation (or its first ``n_tokens`` tokens) on its topic."""
         if n_tokens is not None and (int(n_tokens) < 1 or decode is None):
             raise InvalidParameterError(f"n_tokens must be >= 1 and come with a decode function; got {n_tokens!r} "
                                         f"and decode={decode!r}")
-        hits: dict[str, list[bool]] = {}
+        hits = []
         for i, topic in enumerate(self.topics):
             text = self.continuations[i]
             if n_tokens is not None:
                 start = self.prompt_lengths[i]
                 text = decode(list(self.tokens[i][start:start + int(n_tokens)]))
-            hits.setdefault(topic, []).append(on_topic(text, topic))
-        return {t: sum(v) / len(v) for t, v in sorted(hits.items())}
+            hits.append(on_topic(text, topic))
+        return hits
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the corpus as one JSON file (atomically)."""
