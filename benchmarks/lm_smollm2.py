@@ -23,6 +23,10 @@ Parts (``--parts``, all by default):
 
 Run (about 20-25 minutes on 2 busy CPU cores, one torch thread; the corpus adds ~4 min the first time):
     .venv/bin/python benchmarks/lm_smollm2.py
+The full setting on an accelerator (``--preset gpu``: codebooks and experts at all 30 layers, 4,096 MLP codes and
+512 codes per attention head, 1,000 training steps of 32 texts, 16 continuations per corpus opening; results in
+``results/lm_smollm2_gpu.json``, the device named in the notes):
+    .venv/bin/python benchmarks/lm_smollm2.py --preset gpu --device cuda
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from _common import write_result
 
 import codebook
 from probe import moe, zoo
+from probe.core.errors import InvalidParameterError
 from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic, topic_pattern
 from probe.zoo.lm import lm_cache_path
 
@@ -51,6 +56,29 @@ CODE_SEARCH = {"keyword": "tokens matching the topic's keyword regex, precision 
                "text": "continuation positions of the topic's texts, precision >= 0.5, >= 10 hits"}
 
 
+#: Sizes of a run. "cpu": minutes on a 2-core machine (the figures in RESULTS.md). "gpu": the full setting for
+#: an accelerator: codebooks and experts at every one of the 30 layers, larger codebooks, longer training on a
+#: larger corpus (16 continuations per opening); the steering protocol (prompts, samples, new tokens) is the same.
+PRESETS: dict[str, dict[str, object]] = {
+    "cpu": {"samples": 4, "moe_layers": [3, 15, 27], "cb_layers": [3, 9, 15, 21], "n_codes": 512, "attn_codes": 128,
+            "steps": 60, "init_texts": 128, "batch": 8, "eval_texts": 64},
+    "gpu": {"samples": 16, "moe_layers": list(range(30)), "cb_layers": list(range(30)), "n_codes": 4096,
+            "attn_codes": 512, "steps": 1000, "init_texts": 512, "batch": 32, "eval_texts": 256},
+}
+
+
+def device_label(device: str) -> str:
+    """Check ``device`` (a typed error if it is not available) and describe it for the results; on a CPU the
+    run uses one torch thread (two were 5-10x slower on a loaded 2-core machine)."""
+    from probe.core.device import check_device
+
+    dev = check_device(device)
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    torch.set_num_threads(1)
+    return f"{dev.type} (one torch thread)"
+
+
 def log(msg: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
 
@@ -59,8 +87,9 @@ def log(msg: str, t0: float) -> None:
 def lm_eval(model, tokens: torch.Tensor, batch: int = 16) -> dict[str, float]:
     """Mean next-token cross-entropy and accuracy over ``tokens``."""
     loss, correct, n = 0.0, 0, 0
+    dev = next(model.parameters()).device
     for i in range(0, len(tokens), batch):
-        x = tokens[i:i + batch]
+        x = tokens[i:i + batch].to(dev)
         logits = model(x)[:, :-1].float()
         tgt = x[:, 1:]
         loss += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -158,7 +187,7 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     plain = []
     for b in batches[:3]:
         t = time.perf_counter()
-        model(b, return_type="loss").backward()
+        model(b.to(next(model.parameters()).device), return_type="loss").backward()
         plain.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
     for q, r in zip(model.parameters(), grads, strict=True):
@@ -265,7 +294,8 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     # the activation-addition baseline on the model without codebooks: a topic's mean residual difference
     # (continuation positions of its training texts vs the other topics') added at one layer
     add_site = f"blocks.{args.add_layer}.hook_resid_post"
-    vectors = {tp: codebook.mean_difference(model, xt, yt, i, add_site, mask=cont_tr) for i, tp in enumerate(names)}
+    diffs = codebook.mean_differences(model, xt, yt, range(len(names)), add_site, mask=cont_tr)
+    vectors = {tp: diffs[i] for i, tp in enumerate(names)}
     adds = {}
     for scale in args.add_scales:
         adds[scale] = codebook.addition_steering(model, vectors, prompts, on_topic, site=add_site, scale=scale,
@@ -275,7 +305,7 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     fair = [sc for sc, r in adds.items() if r.mean_steered_perplexity <= 2 * r.baseline_perplexity]
     best = max(fair or adds, key=lambda sc: adds[sc].mean_steered)
     add = adds[best]
-    steer_rows = [{"topic": tp, "baseline": f"{steer.baseline[tp]:.0%}",
+    steer_rows = [{"topic": tp, "baseline": f"{steer.baseline[tp]:.0%}" if tp in steer.baseline else "",
                    "codes forced": f"{steer.steered[tp]:.0%}" if tp in steer.steered else "no codes",
                    "perplexity (codes)": f"{steer.steered_perplexity[tp]:.1f}" if tp in steer.steered else "",
                    "baseline, no codebooks": f"{add.baseline[tp]:.0%}",
@@ -313,15 +343,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["load", "corpus", "moe", "codebook"],
                     choices=["load", "corpus", "moe", "codebook"])
-    ap.add_argument("--samples", type=int, default=4, help="continuations per corpus opening")
-    ap.add_argument("--moe-layers", type=int, nargs="+", default=[3, 15, 27])
-    ap.add_argument("--cb-layers", type=int, nargs="+", default=[3, 9, 15, 21])
-    ap.add_argument("--n-codes", type=int, default=512)
-    ap.add_argument("--attn-codes", type=int, default=128, help="codes per head of the attention codebooks")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--init-texts", type=int, default=128, help="training texts the k-means runs on")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--eval-texts", type=int, default=64)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                    help="sizes: 'cpu' (minutes on 2 cores) or 'gpu' (every layer, large codebooks; the flags below "
+                    "override single sizes)")
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
+    ap.add_argument("--samples", type=int, help="continuations per corpus opening")
+    ap.add_argument("--moe-layers", type=int, nargs="+")
+    ap.add_argument("--cb-layers", type=int, nargs="+")
+    ap.add_argument("--n-codes", type=int)
+    ap.add_argument("--attn-codes", type=int, help="codes per head of the attention codebooks")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--init-texts", type=int, help="training texts the k-means runs on")
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--eval-texts", type=int)
     ap.add_argument("--force", type=int, default=16, help="codes forced per topic")
     ap.add_argument("--repeat", type=int, default=1, help="times each forced code is appended")
     ap.add_argument("--steer-prompts", type=int, default=4, help="neutral prompts (the first N)")
@@ -334,18 +368,24 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--save", default="", help="folder for the trained codebooks and the topic codes")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    try:
+        device = device_label(args.device)  # checked before anything loads
+    except InvalidParameterError as err:
+        ap.error(str(err))
     t0 = time.perf_counter()
-    model = zoo.load("smollm2-135m")
-    log("model loaded", t0)
+    model = zoo.load("smollm2-135m", device=args.device)
+    log(f"model loaded on {device}", t0)
     tables, notes = [], []
     if "load" in args.parts:
         rows, n = part_load(model, t0)
-        tables.append({"caption": "Loading and generation (CPU, one torch thread)", "columns": ["figure", "value"],
+        tables.append({"caption": f"Loading and generation ({device})", "columns": ["figure", "value"],
                        "rows": rows})
         notes += n
     t = time.perf_counter()
-    corpus = build_corpus(model, n_samples=args.samples, max_new_tokens=40)
+    corpus = build_corpus(model, n_samples=args.samples, max_new_tokens=40, batch_size=16 if args.device == "cpu" else 128)
     corpus_s = time.perf_counter() - t
     train, ev = corpus.split(0.25)
     if "corpus" in args.parts:
@@ -374,11 +414,13 @@ def main() -> None:
                        "columns": list(scale_rows[0]), "rows": scale_rows})
         notes += n
     total = time.perf_counter() - t0
-    notes.append(f"whole run {total / 60:.1f} min (parts {args.parts})")
+    notes.append(f"whole run {total / 60:.1f} min on {device} (parts {args.parts}, preset {args.preset})")
     log("done", t0)
     if not args.no_write:
-        path = write_result("lm_smollm2", "python benchmarks/lm_smollm2.py " + " ".join(sys.argv[1:]), {
-            "title": "Real language model on a CPU: SmolLM2-135M-Instruct (offline)", "notes": notes,
+        name = "lm_smollm2" if args.preset == "cpu" and args.device == "cpu" else f"lm_smollm2_{args.preset}"
+        where = "a CPU" if args.device == "cpu" else device
+        path = write_result(name, "python benchmarks/lm_smollm2.py " + " ".join(sys.argv[1:]), {
+            "title": f"Real language model on {where}: SmolLM2-135M-Instruct (offline)", "notes": notes,
             "tables": tables, "settings": vars(args), "seconds": round(total, 1)})
         log(f"wrote {path}", t0)
 

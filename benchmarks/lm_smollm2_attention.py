@@ -12,7 +12,8 @@ machine's load. Protocol as in ``lm_smollm2.py``: 8 topics, 4 neutral prompts x 
 the keyword classifier, perplexity of the continuations under the unmodified model. The corpus is the cached
 one of ``lm_smollm2.py`` (sampled once, about 4 minutes).
 
-Run (about 30 minutes on 2 CPU cores, one torch thread):
+Run (about 30 minutes on 2 CPU cores, one torch thread; ``--device cuda`` on an accelerator, results in
+``results/lm_smollm2_attention_gpu.json``):
     .venv/bin/python benchmarks/lm_smollm2_attention.py
 """
 
@@ -27,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 from _common import write_result
-from lm_smollm2 import WINDOW, log
+from lm_smollm2 import WINDOW, device_label, log
 
 import codebook
 from probe import zoo
+from probe.core.errors import InvalidParameterError
 from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic
 
 
@@ -59,15 +61,19 @@ def main() -> None:
     ap.add_argument("--steer-prompts", type=int, default=4)
     ap.add_argument("--steer-samples", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     layer_sets = [[int(v) for v in s.split(",")] for s in args.layers.split(";")]
     forces = [[int(v) for v in s.split(",")] for s in args.force.split(";")]
     if len(forces) != len(layer_sets):
         ap.error("--force needs one list per layer set of --layers")
-    torch.set_num_threads(1)
+    try:
+        device = device_label(args.device)  # checked before anything loads
+    except InvalidParameterError as err:
+        ap.error(str(err))
     t0 = time.perf_counter()
-    model = zoo.load("smollm2-135m")
+    model = zoo.load("smollm2-135m", device=args.device)
     corpus = build_corpus(model, n_samples=4, max_new_tokens=40)
     train, _ = corpus.split(0.25)
     # the reference: how often a topic's own opening gives a continuation of the steering length on the topic
@@ -83,7 +89,8 @@ def main() -> None:
 
     # activation addition on the unmodified model: its unsteered continuations are the reference perplexity
     site = f"blocks.{args.add_layer}.hook_resid_post"
-    vectors = {tp: codebook.mean_difference(model, xt, yt, i, site, mask=cont) for i, tp in enumerate(names)}
+    diffs = codebook.mean_differences(model, xt, yt, range(len(names)), site, mask=cont)
+    vectors = {tp: diffs[i] for i, tp in enumerate(names)}
     adds = {}
     for scale in args.add_scales:
         t = time.perf_counter()
@@ -154,14 +161,15 @@ def main() -> None:
         f"best within 2x its unsteered perplexity: codes {label} ({100 * (b.mean_steered - b.mean_baseline):+.1f} "
         f"points), activation addition x{best_add:g} ({100 * (a.mean_steered - a.mean_baseline):+.1f} points); "
         "target of the issue: +60 points within 2x",
-        f"whole run {(time.perf_counter() - t0) / 60:.1f} min",
+        f"whole run {(time.perf_counter() - t0) / 60:.1f} min on {device}",
     ]
     log("done", t0)
     if not args.no_write:
-        path = write_result("lm_smollm2_attention", "python benchmarks/lm_smollm2_attention.py "
+        name = "lm_smollm2_attention" if args.device == "cpu" else "lm_smollm2_attention_gpu"
+        path = write_result(name, "python benchmarks/lm_smollm2_attention.py "
                             + " ".join(sys.argv[1:]), {
                                 "title": "SmolLM2-135M: topic steering with per-head attention codes vs activation "
-                                         "addition (CPU, one run)",
+                                         f"addition ({'CPU' if args.device == 'cpu' else device}, one run)",
                                 "notes": notes, "settings": vars(args), "tables": [
                                     {"caption": "Mean over 8 topics: share of continuations on the topic, and their "
                                                 "perplexity under the unmodified model", "columns": list(rows[0]),

@@ -48,6 +48,7 @@ from codebook.topics import (
     addition_steering,
     continuation_perplexity,
     mean_difference,
+    mean_differences,
     rank_codes,
     topic_steering,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "load_codebooks",
     "load_model_weights",
     "mean_difference",
+    "mean_differences",
     "patch_codes",
     "rank_codes",
     "record_codes",

@@ -40,7 +40,7 @@ from probe.core.artifacts import stamp, write_json
 from probe.core.errors import InvalidParameterError
 
 __all__ = ["CodeStat", "TopicSteeringResult", "add_vector", "addition_steering", "continuation_perplexity",
-           "mean_difference", "rank_codes", "topic_steering"]
+           "mean_difference", "mean_differences", "rank_codes", "topic_steering"]
 
 
 @dataclass
@@ -383,7 +383,8 @@ def topic_steering(model: nn.Module, topic_codes: Mapping[str, Sequence[Any]], p
 def mean_difference(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, label: int, site: str, *,
                     mask: torch.Tensor | None = None, batch_size: int = 32) -> torch.Tensor:
     """The activation-addition direction of one class: the mean activation at hook ``site`` over the
-    positions labelled ``label`` minus the mean over the other positions (inside ``mask``).
+    positions labelled ``label`` minus the mean over the other positions (inside ``mask``). For several
+    classes, :func:`mean_differences` runs the model once for all of them.
 
     Args:
         model: a TransformerLens model (codebooks, if attached, act as they are).
@@ -402,22 +403,53 @@ def mean_difference(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
     Example:
         >>> v = mean_difference(model, tokens, topic_ids, 3, "blocks.6.hook_resid_post")   # doctest: +SKIP
     """
+    return mean_differences(model, tokens, labels, [label], site, mask=mask, batch_size=batch_size)[label]
+
+
+def mean_differences(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
+                     site: str, *, mask: torch.Tensor | None = None, batch_size: int = 32) -> dict[int, torch.Tensor]:
+    """:func:`mean_difference` for each of ``classes``, from one pass of the model over ``tokens`` (the
+    activations are collected once, then each class's two means are taken from them).
+
+    Args:
+        classes: the class ids; the other arguments as in :func:`mean_difference`.
+
+    Returns:
+        ``{class: [d] vector}`` on the model's device, in the order of ``classes``.
+
+    Raises:
+        InvalidParameterError: shapes differ, ``classes`` is empty, or a class has no position (or every
+            position) in the mask; all checked before the model runs.
+        UnknownHookError: ``site`` is not a hook of the model.
+
+    Example:
+        >>> vectors = mean_differences(model, tokens, topic_ids, range(8), "blocks.6.hook_resid_post")  # doctest: +SKIP
+        >>> vectors[3].shape                                                                           # doctest: +SKIP
+        torch.Size([576])
+    """
     labels = torch.as_tensor(labels, dtype=torch.long)
     mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     if labels.shape != tokens.shape or mask.shape != tokens.shape:
         raise InvalidParameterError(f"labels and mask must have the shape of tokens {tuple(tokens.shape)}; got "
                                     f"{tuple(labels.shape)} and {tuple(mask.shape)}")
-    inside = (labels == label) & mask
-    outside = (labels != label) & mask
-    if not inside.any() or not outside.any():
-        raise InvalidParameterError(f"class {label} needs positions both inside and outside it (inside the mask)")
+    classes = [int(c) for c in classes]
+    if not classes:
+        raise InvalidParameterError("classes is empty: name at least one class id")
+    for label in classes:
+        inside = (labels == label) & mask
+        if not inside.any() or not ((labels != label) & mask).any():
+            raise InvalidParameterError(f"class {label} needs positions both inside and outside it (inside the mask)")
     acts = collect_activations(model, tokens, [site], batch_size)[site]
     if acts.dim() != 3:
         raise InvalidParameterError(f"hook {site!r} gives activations of shape {tuple(acts.shape)}; "
                                     "mean_difference needs [batch, pos, d]")
     acts = acts.double()
-    inside, outside = inside.to(acts.device), outside.to(acts.device)
-    return (acts[inside].mean(0) - acts[outside].mean(0)).float()
+    labels, mask = labels.to(acts.device), mask.to(acts.device)
+    out = {}
+    for label in classes:
+        inside, outside = (labels == label) & mask, (labels != label) & mask
+        out[label] = (acts[inside].mean(0) - acts[outside].mean(0)).float()
+    return out
 
 
 def _check_addition(model: nn.Module, site: str, scale: float) -> None:

@@ -181,13 +181,13 @@ for topic in res_heads.steered:
 codebook.detach(model)
 
 # %% [markdown]
-# **A baseline the paper did not run: activation addition.** `mean_difference` takes the mean residual stream (here after block 6) over the sampled positions of one topic's texts minus the mean over the other topic's; `addition_steering` adds it, times a scale, at every position while sampling, and measures it exactly as `topic_steering` does (same prompts, seeds, classifier and perplexity), on the model without codebooks. The scale trades topic for fluency: the benchmark tries several and reports the best whose perplexity stays within 2x the unsteered one.
+# **A baseline the paper did not run: activation addition.** `mean_difference` takes the mean residual stream (here after block 6) over the sampled positions of one topic's texts minus the mean over the other topic's (`mean_differences` does it for every topic from one pass of the model); `addition_steering` adds it, times a scale, at every position while sampling, and measures it exactly as `topic_steering` does (same prompts, seeds, classifier and perplexity), on the model without codebooks. The scale trades topic for fluency: the benchmark tries several and reports the best whose perplexity stays within 2x the unsteered one.
 
 # %%
 sampled = torch.arange(window)[None, :] >= torch.tensor(train.prompt_lengths)[:, None]
 site = 'blocks.6.hook_resid_post'
-vectors = {topic: codebook.mean_difference(model, x, topic_ids, i, site, mask=sampled)
-           for i, topic in enumerate(corpus.topic_names)}
+diffs = codebook.mean_differences(model, x, topic_ids, range(len(corpus.topic_names)), site, mask=sampled)
+vectors = {topic: diffs[i] for i, topic in enumerate(corpus.topic_names)}
 add = codebook.addition_steering(model, vectors, NEUTRAL_PROMPTS[:4], on_topic, site=site, scale=3.0,
                                  n_samples=3, n_new=16)
 for topic in add.steered:

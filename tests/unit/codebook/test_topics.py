@@ -17,6 +17,7 @@ from codebook import (
     collect_codes,
     continuation_perplexity,
     mean_difference,
+    mean_differences,
     rank_codes,
     topic_steering,
 )
@@ -142,3 +143,25 @@ def test_mean_difference_and_addition_steering():
         addition_steering(m, {}, ["x"], lambda t, s: True, site=site, scale=1.0)
     with pytest.raises(InvalidParameterError, match="inside and outside"):
         mean_difference(m, tok, torch.ones_like(tok), 1, site)
+
+
+def test_mean_differences_run_the_model_once_and_match_one_class_at_a_time(monkeypatch):
+    import codebook.topics as topics
+
+    m = tiny_model()
+    tok = TokFSM().sample(6, seed=3)[:, :10]
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])[:, None].expand_as(tok).clone()
+    mask = torch.ones_like(tok, dtype=torch.bool)
+    mask[:, :2] = False
+    site = "blocks.0.hook_resid_post"
+    calls = []
+    collect = topics.collect_activations
+    monkeypatch.setattr(topics, "collect_activations", lambda *a, **k: calls.append(1) or collect(*a, **k))
+    both = mean_differences(m, tok, labels, [2, 0], site, mask=mask)
+    assert list(both) == [2, 0] and len(calls) == 1  # the activations are collected once for every class
+    for c in (0, 2):
+        assert torch.allclose(both[c], mean_difference(m, tok, labels, c, site, mask=mask), atol=1e-6)
+    with pytest.raises(InvalidParameterError, match="classes is empty"):
+        mean_differences(m, tok, labels, [], site)
+    with pytest.raises(InvalidParameterError, match="class 5"):
+        mean_differences(m, tok, labels, [0, 5], site)
