@@ -136,6 +136,8 @@ def _side_by_side(solver: str, instances: list[list[str]]) -> list[dict]:
         if not ours:
             continue
         both = [k for k in ours if ours[k]["timeout"] == theirs[k]["timeout"]]
+        if not both:  # Marabou ran these instances at another timeout (e.g. 30 s beside a 300 s table)
+            continue
 
         def solved(rows: dict, keys=both) -> list[float]:
             return [float(rows[k]["seconds"]) for k in keys if rows[k]["result"] in ("sat", "unsat")]
