@@ -108,10 +108,10 @@ def keyword_labels(tok, tokens: torch.Tensor, names: list[str]) -> torch.Tensor:
     return labels
 
 
-def part_load(model, t0: float) -> tuple[list[dict], list[str]]:
+def part_load(model, t0: float, device: str = "cpu") -> tuple[list[dict], list[str]]:
     info = json.loads((lm_cache_path("smollm2-135m") / "info.json").read_text())
     t = time.perf_counter()
-    zoo.load("smollm2-135m")
+    zoo.load("smollm2-135m", device=device)
     load_s = time.perf_counter() - t
     prompt = model.to_tokens("The capital of France is")
     rows, same = [], None
@@ -380,7 +380,7 @@ def main() -> None:
     log(f"model loaded on {device}", t0)
     tables, notes = [], []
     if "load" in args.parts:
-        rows, n = part_load(model, t0)
+        rows, n = part_load(model, t0, args.device)
         tables.append({"caption": f"Loading and generation ({device})", "columns": ["figure", "value"],
                        "rows": rows})
         notes += n
