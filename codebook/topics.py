@@ -432,6 +432,10 @@ def mean_differences(model: nn.Module, tokens: torch.Tensor, labels: torch.Tenso
     if labels.shape != tokens.shape or mask.shape != tokens.shape:
         raise InvalidParameterError(f"labels and mask must have the shape of tokens {tuple(tokens.shape)}; got "
                                     f"{tuple(labels.shape)} and {tuple(mask.shape)}")
+    classes = list(classes)
+    if not all(isinstance(c, int) or (torch.is_tensor(c) and c.numel() == 1 and not c.is_floating_point())
+               for c in classes):
+        raise InvalidParameterError(f"classes must be integer class ids; got {classes!r}")
     classes = [int(c) for c in classes]
     if not classes:
         raise InvalidParameterError("classes is empty: name at least one class id")

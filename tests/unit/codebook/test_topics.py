@@ -165,3 +165,5 @@ def test_mean_differences_run_the_model_once_and_match_one_class_at_a_time(monke
         mean_differences(m, tok, labels, [], site)
     with pytest.raises(InvalidParameterError, match="class 5"):
         mean_differences(m, tok, labels, [0, 5], site)
+    with pytest.raises(InvalidParameterError, match="integer class ids"):
+        mean_differences(m, tok, labels, ["sports"], site)
