@@ -154,7 +154,7 @@ for topic, stats in steer_codes.items():
 # `topic_steering` measures it: sampled continuations of neutral prompts with each topic's codes forced, against the same sampling (same seeds) without forcing, classified by the keyword regex classifier. It also reports the perplexity of what was written under the unmodified model (`continuation_perplexity`: codebooks switched off, nothing forced), so that degenerate repetition of a topic word does not count as success; at these sizes expect on-topic words in broken sentences and a perplexity several times the unsteered one.
 
 # %%
-res = codebook.topic_steering(model, steer_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=3, n_new=16)
+res = codebook.topic_steering(model, steer_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=2, n_new=16)
 for topic in res.steered:
     print(f'{topic}: on-topic {res.steered[topic]:.0%} steered vs {res.baseline[topic]:.0%} unsteered; '
           f'perplexity {res.steered_perplexity[topic]:.1f} vs {res.baseline_perplexity:.1f}; '
@@ -173,7 +173,7 @@ codes = codebook.collect_codes(model, x)                  # topic_codes() ranks 
 head_codes = {topic: topic_codes(topic, n=8) for topic in ('sports', 'cooking')}
 for topic, stats in head_codes.items():
     print(topic, [f'{st.site.split(".")[1]}/head {st.group}/{st.code} ({st.precision:.2f})' for st in stats[:4]], '...')
-res_heads = codebook.topic_steering(model, head_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=3, n_new=16)
+res_heads = codebook.topic_steering(model, head_codes, NEUTRAL_PROMPTS[:4], on_topic, n_samples=2, n_new=16)
 for topic in res_heads.steered:
     print(f'{topic}: on-topic {res_heads.steered[topic]:.0%} steered vs {res_heads.baseline[topic]:.0%} unsteered; '
           f'perplexity {res_heads.steered_perplexity[topic]:.1f} vs {res_heads.baseline_perplexity:.1f}; '
@@ -189,7 +189,7 @@ site = 'blocks.6.hook_resid_post'
 diffs = codebook.mean_differences(model, x, topic_ids, range(len(corpus.topic_names)), site, mask=sampled)
 vectors = {topic: diffs[i] for i, topic in enumerate(corpus.topic_names)}
 add = codebook.addition_steering(model, vectors, NEUTRAL_PROMPTS[:4], on_topic, site=site, scale=3.0,
-                                 n_samples=3, n_new=16)
+                                 n_samples=2, n_new=16)
 for topic in add.steered:
     print(f'{topic}: on-topic {add.steered[topic]:.0%} with the vector added vs {add.baseline[topic]:.0%} without; '
           f'perplexity {add.steered_perplexity[topic]:.1f} vs {add.baseline_perplexity:.1f}')
