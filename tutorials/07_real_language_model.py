@@ -10,7 +10,7 @@
 # 5. force a topic's codes during generation and compare with the unsteered text, with MLP codes and with codes of attention heads;
 # 6. detect emergent experts in one gated MLP layer with `probe.moe.detect`.
 #
-# **Settings are tiny** so that the notebook runs on a 2-core CPU in about two minutes (one torch thread): 2 topics × 10 openings × 2 continuations of 24 tokens, codebooks of 128 codes trained 20 steps, steering measured on 4 prompts × 3 samples. At this size the figures are noisy: a different seed or layer choice moves the steering shares by tens of points. The full benchmark, `benchmarks/lm_smollm2.py` (about 12 min on the same CPU; `benchmarks/RESULTS.md`), uses 8 topics × 10 openings × 4 continuations of 40 tokens (320 texts, sampled once in about 4 min and cached), 512 codes at the same four layers trained 60 steps of 8 × 43 tokens, 16 forced codes per topic, 8 prompts × 4 samples × 24 tokens, and `moe.detect` on layers 3, 15 and 27 with four partitioners.
+# **Settings are tiny** so that the notebook runs on a 2-core CPU in about two minutes (one torch thread): 2 topics × 10 openings × 2 continuations of 24 tokens, codebooks of 128 codes trained 20 steps, steering measured on 4 prompts × 2 samples. At this size the figures are noisy: a different seed or layer choice moves the steering shares by tens of points. The full benchmark, `benchmarks/lm_smollm2.py` (about 22 min on the same CPU; `benchmarks/RESULTS.md`), uses 8 topics × 10 openings × 4 continuations of 40 tokens (320 texts, sampled once in about 4 min and cached), 512 codes at the same four layers trained 60 steps of 8 × 43 tokens, 16 forced codes per topic, 4 prompts × 10 samples × 24 tokens, and `moe.detect` on layers 3, 15 and 27 with four partitioners.
 
 # %%
 import time
