@@ -1,0 +1,68 @@
+"""How far complete MILP bounds of ReLU layer 1 carry branch and bound on one mnistfc instance (a probe for the
+next step of the verifier, not part of verify()).
+
+Steps, on one core, with one overall deadline: alpha-CROWN bounds of the box; MILP bounds of ReLU layers
+``1..--to-layer`` (``BoxBounds.milp_tightened``, every unstable neuron, at most ``--per-neuron`` seconds per
+MILP); then branch and bound (``verify.bab.bab_clause``) on every clause the bounds leave open, lowest root
+bound first, each counterexample candidate re-checked. Prints the unstable neurons per layer and the clauses'
+root bounds after each step, and each clause's outcome with its domains and time.
+
+verify() gives the same MILP bounds ``milp_share`` (0.4) of the time left when branch and bound stalls, about
+0.5 s per neuron on mnist-net_256x4 at the competition's 300 s; this script shows what the full budget buys.
+
+Run:
+    .venv/bin/python benchmarks/mnistfc_milp_root.py prop_4_0.05 --per-neuron 2 --deadline 900
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from probe.core.paths import data_root
+from verify.api import confirm_counterexample
+from verify.bab import bab_clause
+from verify.bounds import BoxBounds
+from verify.network import ReluNetwork
+from verify.vnnlib import read_vnnlib
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("prop", help="property name in vnncomp2021/mnistfc, e.g. prop_9_0.03")
+    ap.add_argument("--network", default="256x4", choices=["256x2", "256x4", "256x6"])
+    ap.add_argument("--to-layer", type=int, default=1, help="last ReLU layer given MILP bounds")
+    ap.add_argument("--per-neuron", type=float, default=2.0, help="seconds per MILP at most")
+    ap.add_argument("--deadline", type=float, default=900.0, help="seconds for everything")
+    args = ap.parse_args()
+    folder = data_root() / "vnncomp2021" / "mnistfc"
+    t0 = time.perf_counter()
+    deadline = t0 + args.deadline
+    net = ReluNetwork.from_onnx(folder / f"mnist-net_{args.network}.onnx")
+    spec = read_vnnlib(folder / f"{args.prop}.vnnlib", n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+    box = BoxBounds(net, spec.lower, spec.upper)
+    box.optimised()
+
+    def report(step: str) -> list[float]:
+        roots = [float(np.max(box.spec_lower(a) - b)) for a, b in spec.unsafe]
+        unstable = [int(((lo < 0) & (up > 0)).sum()) for lo, up in box.best[:-1]]
+        print(f"[{time.perf_counter() - t0:6.1f} s] {step}: unstable {unstable}, clause root bounds "
+              f"{np.round(roots, 3).tolist()}", flush=True)
+        return roots
+
+    report("alpha-CROWN")
+    _, stats = box.milp_tightened(deadline, to_layer=args.to_layer, per_neuron=args.per_neuron)
+    roots = report(f"MILP bounds of layers 1-{args.to_layer} ({stats})")
+    for i in (int(i) for i in np.argsort(roots) if roots[i] <= 0):
+        out = bab_clause(net, spec, i, box.best[:-1], deadline, solver="highs",
+                         check=lambda x: confirm_counterexample(net, spec, x) is not None)
+        print(f"[{time.perf_counter() - t0:6.1f} s] clause {i}: {out.status}, {out.stats['domains']} domains in "
+              f"{out.stats['seconds']:.1f} s (root {out.stats['root_bound']:.3f})", flush=True)
+        if out.status != "verified":
+            break
+
+
+if __name__ == "__main__":
+    main()
