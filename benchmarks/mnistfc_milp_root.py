@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--to-layer", type=int, default=1, help="last ReLU layer given MILP bounds")
     ap.add_argument("--per-neuron", type=float, default=2.0, help="seconds per MILP at most")
     ap.add_argument("--deadline", type=float, default=900.0, help="seconds for everything")
+    ap.add_argument("--workers", type=int, default=1, help="threads solving the MILPs side by side")
     args = ap.parse_args()
     folder = data_root() / "vnncomp2021" / "mnistfc"
     t0 = time.perf_counter()
@@ -53,7 +54,8 @@ def main() -> None:
         return roots
 
     report("alpha-CROWN")
-    _, stats = box.milp_tightened(deadline, to_layer=args.to_layer, per_neuron=args.per_neuron)
+    _, stats = box.milp_tightened(deadline, to_layer=args.to_layer, per_neuron=args.per_neuron,
+                                     workers=args.workers)
     roots = report(f"MILP bounds of layers 1-{args.to_layer} ({stats})")
     for i in (int(i) for i in np.argsort(roots) if roots[i] <= 0):
         out = bab_clause(net, spec, i, box.best[:-1], deadline, solver="highs",

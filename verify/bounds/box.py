@@ -486,13 +486,13 @@ class BoxBounds:
         self.alpha_layers = self._latest = out
         return out, self.alpha_stats
 
-    def milp_tightened(self, deadline: float, to_layer: int = 1, per_neuron: float | None = None
-                       ) -> tuple[list[Bound], dict[str, int]]:
+    def milp_tightened(self, deadline: float, to_layer: int = 1, per_neuron: float | None = None,
+                       workers: int = 1) -> tuple[list[Bound], dict[str, int]]:
         """Exact bounds for the first layers (the 2022 VNN-COMP winner's remedy on mnist_fc): each unstable
         neuron of ReLU layers ``1..to_layer`` minimised and maximised by a MILP with a binary per unstable
         neuron of the layers before it (:func:`verify.bounds.lp.lp_tighten` with ``exact=True``, HiGHS, the
-        dual bound of a MILP stopped by ``per_neuron`` seconds), then alpha-CROWN again for the layers after
-        (their relaxations start from the tighter bounds). Starts from :attr:`best`; kept, and a later call
+        dual bound of a MILP stopped by ``per_neuron`` seconds; ``workers`` threads side by side), then
+        alpha-CROWN again for the layers after (their relaxations start from the tighter bounds). Starts from :attr:`best`; kept, and a later call
         resumes from its bounds. Sound however it ends: bounds are only ever intersected.
 
         On mnist-net_256x4 ``prop_5_0.03``, 0.3 s per neuron on layer 1 (34 s) turned 56 unstable neurons
@@ -500,12 +500,12 @@ class BoxBounds:
         2 s, where it left clause 2 open after 30,000 domains from the alpha-CROWN bounds.
 
         Example:
-            >>> tight, stats = box.milp_tightened(time.perf_counter() + 60, per_neuron=0.5)  # doctest: +SKIP
+            >>> tight, stats = box.milp_tightened(time.perf_counter() + 60, per_neuron=0.5, workers=2)  # doctest: +SKIP
         """
         from verify.bounds.lp import lp_tighten
 
         out, stats = lp_tighten(self.net, self.lower, self.upper, self.best, fixed=self.states, deadline=deadline,
-                                to_layer=to_layer, exact=True, per_neuron=per_neuron)
+                                to_layer=to_layer, exact=True, per_neuron=per_neuron, workers=workers)
         out, _ = alpha_tighten(self.net, self.lower, self.upper, out, fixed=self.states)
         for key, value in stats.items():
             self.milp_stats[key] = self.milp_stats.get(key, 0) + value if key != "complete" else value

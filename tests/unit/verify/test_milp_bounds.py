@@ -90,10 +90,11 @@ def test_verify_tightens_the_root_once_branch_and_bound_stalls(monkeypatch) -> N
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bab_module, "bab_clause", stalls_first)
-    res = verify(net, spec, solver="highs", timeout=60, attack=False, quick_cap=0)
+    res = verify(net, spec, solver="highs", timeout=60, attack=False, quick_cap=0, milp_threads=2)
     assert res.stats["clauses_open_after_alpha"] == 1  # the premise: the bounds alone leave it open
     assert res.status == "verified"
     assert "milp_bounds" in res.stats and res.timings["milp_bounds"] > 0
+    assert res.stats["milp_bounds"]["threads"] == 2
     roots = [b["root"] for b in res.stats["bab"]]
     assert roots[0] == "alpha" and roots[1:] and set(roots[1:]) == {"milp"}
     # the second run starts from bounds at least as tight as the first's
@@ -105,3 +106,37 @@ def test_verify_tightens_the_root_once_branch_and_bound_stalls(monkeypatch) -> N
 def test_a_milp_share_outside_zero_to_one_is_refused(share) -> None:
     with pytest.raises(InvalidParameterError, match="milp_share"):
         VerifyOptions(milp_share=share)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "2"])
+def test_milp_threads_that_are_not_a_positive_count_are_refused(threads) -> None:
+    with pytest.raises(InvalidParameterError, match="milp_threads"):
+        VerifyOptions(milp_threads=threads)
+
+
+def test_milp_threads_default_to_the_usable_cores() -> None:
+    import os
+
+    assert VerifyOptions(milp_threads=3).milp_thread_count() == 3
+    assert 1 <= VerifyOptions().milp_thread_count() <= min(8, len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_threads_give_the_same_bounds_as_one(exact: bool) -> None:
+    net = relu_network((4, 12, 12, 10, 3), seed=11, bias_scale=CASE_BIAS)
+    lo, up = -np.ones(4), np.ones(4)
+    crown = crown_bounds(net, lo, up)
+    one, one_stats = lp_tighten(net, lo, up, crown, exact=exact)
+    three, three_stats = lp_tighten(net, lo, up, crown, exact=exact, workers=3)
+    assert three_stats == one_stats and one_stats["complete"] == 1 and one_stats["tightened"] > 0
+    for (al, au), (bl, bu) in zip(one, three, strict=True):
+        np.testing.assert_allclose(al, bl, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(au, bu, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_that_are_not_a_positive_count_are_refused(workers) -> None:
+    net = relu_network((3, 6, 6, 2), seed=1)
+    lo, up = -np.ones(3), np.ones(3)
+    with pytest.raises(InvalidParameterError, match="workers"):
+        lp_tighten(net, lo, up, crown_bounds(net, lo, up), workers=workers)
