@@ -45,6 +45,7 @@ from _common import write_result
 
 import codebook
 from probe import moe, zoo
+from probe.core.device import resolve_device
 from probe.core.errors import InvalidParameterError
 from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic, topic_pattern
 from probe.zoo.lm import lm_cache_path
@@ -67,12 +68,18 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def device_label(device: str) -> str:
-    """Check ``device`` (a typed error if it is not available) and describe it for the results; on a CPU the
-    run uses one torch thread (two were 5-10x slower on a loaded 2-core machine)."""
+def device_label(device: str, ap: argparse.ArgumentParser | None = None) -> str:
+    """Check ``device`` and describe it for the results; on a CPU the run uses one torch thread (two were
+    5-10x slower on a loaded 2-core machine). A device that is not available raises the typed error, or with
+    ``ap`` (before anything loads) ends the script with argparse's one-line usage error."""
     from probe.core.device import check_device
 
-    dev = check_device(device)
+    try:
+        dev = check_device(device)
+    except InvalidParameterError as err:
+        if ap is None:
+            raise
+        ap.error(str(err))
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     torch.set_num_threads(1)
@@ -87,7 +94,7 @@ def log(msg: str, t0: float) -> None:
 def lm_eval(model, tokens: torch.Tensor, batch: int = 16) -> dict[str, float]:
     """Mean next-token cross-entropy and accuracy over ``tokens``."""
     loss, correct, n = 0.0, 0, 0
-    dev = next(model.parameters()).device
+    dev = resolve_device(model, None)
     for i in range(0, len(tokens), batch):
         x = tokens[i:i + batch].to(dev)
         logits = model(x)[:, :-1].float()
@@ -187,7 +194,7 @@ def part_codebook(model, train, ev, args, t0: float) -> tuple[list[dict], list[d
     plain = []
     for b in batches[:3]:
         t = time.perf_counter()
-        model(b.to(next(model.parameters()).device), return_type="loss").backward()
+        model(b.to(resolve_device(model, None)), return_type="loss").backward()
         plain.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
     for q, r in zip(model.parameters(), grads, strict=True):
@@ -371,10 +378,7 @@ def main() -> None:
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    try:
-        device = device_label(args.device)  # checked before anything loads
-    except InvalidParameterError as err:
-        ap.error(str(err))
+    device = device_label(args.device, ap)  # checked before anything loads
     t0 = time.perf_counter()
     model = zoo.load("smollm2-135m", device=args.device)
     log(f"model loaded on {device}", t0)

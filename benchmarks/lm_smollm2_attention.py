@@ -32,7 +32,6 @@ from lm_smollm2 import WINDOW, device_label, log
 
 import codebook
 from probe import zoo
-from probe.core.errors import InvalidParameterError
 from probe.data.lmtext import NEUTRAL_PROMPTS, build_corpus, on_topic
 
 
@@ -68,10 +67,7 @@ def main() -> None:
     forces = [[int(v) for v in s.split(",")] for s in args.force.split(";")]
     if len(forces) != len(layer_sets):
         ap.error("--force needs one list per layer set of --layers")
-    try:
-        device = device_label(args.device)  # checked before anything loads
-    except InvalidParameterError as err:
-        ap.error(str(err))
+    device = device_label(args.device, ap)  # checked before anything loads
     t0 = time.perf_counter()
     model = zoo.load("smollm2-135m", device=args.device)
     corpus = build_corpus(model, n_samples=4, max_new_tokens=40)

@@ -22,7 +22,8 @@ def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device``, checked before any work: a valid name, and CUDA present when asked for.
 
     Raises:
-        InvalidParameterError: not a torch device, or CUDA requested on a machine without it.
+        InvalidParameterError: not a torch device, or CUDA requested on a machine without it (or with fewer
+            devices than the index asks for).
 
     Example:
         >>> check_device("cpu")
@@ -35,6 +36,9 @@ def check_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidParameterError(f"device={str(device)!r} but CUDA is not available here; use device='cpu' "
                                     "(see the README for what runs on a CPU)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidParameterError(f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA "
+                                    f"device(s), numbered from 0; use e.g. device='cuda:0'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidParameterError(f"device={str(device)!r} but MPS is not available here; use device='cpu'")
     return dev

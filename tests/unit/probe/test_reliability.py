@@ -105,6 +105,23 @@ def test_check_device():
     if not torch.cuda.is_available():
         with pytest.raises(InvalidParameterError, match="CUDA is not available"):
             check_device("cuda")
+    # an index past the machine's devices is refused on any machine (none, or fewer than 100 GPUs)
+    with pytest.raises(InvalidParameterError, match="CUDA"):
+        check_device("cuda:99")
+
+
+@pytest.mark.parametrize("script", ["lm_smollm2.py", "lm_smollm2_attention.py"])
+def test_language_model_benchmarks_refuse_an_unavailable_device_in_one_line(script: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / script
+    run = subprocess.run([sys.executable, str(path), "--device", "cuda:99"], capture_output=True, text=True,
+                         timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and run.stdout == ""
+    assert "cuda:99" in lines[-1] and lines[-1].startswith(f"{script}: error:")
 
 
 # ---- shipped TokFSM models, no half-written cache entries --------------------------------------------------
