@@ -1,17 +1,18 @@
-"""How far complete MILP bounds of ReLU layer 1 carry branch and bound on one mnistfc instance (a probe for the
-next step of the verifier, not part of verify()).
+"""How far complete MILP bounds of ReLU layer 1 carry branch and bound on one mnistfc instance, for a given
+time per MILP (verify() runs the same steps when branch and bound stalls, within its time shares).
 
-Steps, on one core, with one overall deadline: alpha-CROWN bounds of the box; MILP bounds of ReLU layers
+Steps, with one overall deadline: alpha-CROWN bounds of the box; MILP bounds of ReLU layers
 ``1..--to-layer`` (``BoxBounds.milp_tightened``, every unstable neuron, at most ``--per-neuron`` seconds per
 MILP); then branch and bound (``verify.bab.bab_clause``) on every clause the bounds leave open, lowest root
 bound first, each counterexample candidate re-checked. Prints the unstable neurons per layer and the clauses'
 root bounds after each step, and each clause's outcome with its domains and time.
 
-verify() gives the same MILP bounds ``milp_share`` (0.4) of the time left when branch and bound stalls, about
-0.5 s per neuron on mnist-net_256x4 at the competition's 300 s; this script shows what the full budget buys.
+verify() gives the same MILP bounds ``milp_share`` (0.7) of branch and bound's time left when it stalls, on
+``milp_threads`` threads (default the usable cores): about 1.6 s per MILP on mnist-net_256x4 on two cores at
+the competition's 300 s; this script shows what a given budget per MILP buys (``--workers``: threads).
 
 Run:
-    .venv/bin/python benchmarks/mnistfc_milp_root.py prop_4_0.05 --per-neuron 2 --deadline 900
+    .venv/bin/python benchmarks/mnistfc_milp_root.py prop_4_0.05 --per-neuron 2 --deadline 600 --workers 2
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class VerifyOptions:
             (:meth:`verify.bounds.BoxBounds.milp_tightened`) before it goes on from the tighter root; 0 skips
             them.
         milp_threads: threads solving those MILPs side by side (one HiGHS model each); ``None``: the cores
-            this process may use (``os.sched_getaffinity``), at most :data:`MILP_THREADS_MAX`.
+            this process may use (``os.sched_getaffinity``, and at most ``OMP_NUM_THREADS`` when that is set,
+            as Ray does for its workers), at most :data:`MILP_THREADS_MAX`.
 
     Each share is a fraction of the time left when its phase starts, so a share outside ``[0, 1]`` would
     give a phase more than the time left (or less than none): it is refused.
@@ -182,6 +183,10 @@ class VerifyOptions:
         if self.milp_threads is not None:
             return self.milp_threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        # a worker given fewer cores says so in OMP_NUM_THREADS (Ray sets it to a task's CPUs, 1 by default)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        if omp.isdigit() and int(omp) > 0:
+            cores = min(cores, int(omp))
         return max(1, min(cores, MILP_THREADS_MAX))
 
     def bab_share_for(self, spec: Spec) -> float:

@@ -114,11 +114,14 @@ def test_milp_threads_that_are_not_a_positive_count_are_refused(threads) -> None
         VerifyOptions(milp_threads=threads)
 
 
-def test_milp_threads_default_to_the_usable_cores() -> None:
+def test_milp_threads_default_to_the_usable_cores(monkeypatch) -> None:
     import os
 
     assert VerifyOptions(milp_threads=3).milp_thread_count() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert 1 <= VerifyOptions().milp_thread_count() <= min(8, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a Ray worker with one CPU
+    assert VerifyOptions().milp_thread_count() == 1
 
 
 @pytest.mark.parametrize("exact", [False, True])
