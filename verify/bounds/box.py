@@ -431,6 +431,8 @@ class BoxBounds:
         tightened_layers: the LP-tightened bounds once :meth:`tightened` has run (else ``None``).
         alpha_layers: the alpha-CROWN bounds once :meth:`optimised` has run (else ``None``).
         milp_layers: the MILP-tightened bounds once :meth:`milp_tightened` has run (else ``None``).
+        milp_settled: per ReLU layer, the neurons whose MILP bounds are exact (both MILPs solved to
+            optimality); a later :meth:`milp_tightened` call skips them.
         lp_stats: counts of the LP tightening (``lps``, ``tightened``, ``complete``).
 
     Raises:
@@ -464,6 +466,7 @@ class BoxBounds:
         self.alpha_stats: dict[str, int] = {}
         self.milp_layers: list[Bound] | None = None
         self.milp_stats: dict[str, int] = {}
+        self.milp_settled: dict[int, np.ndarray] = {}
         self._latest: list[Bound] | None = None
         self._n_relus = n_relus
 
@@ -492,8 +495,10 @@ class BoxBounds:
         neuron of ReLU layers ``1..to_layer`` minimised and maximised by a MILP with a binary per unstable
         neuron of the layers before it (:func:`verify.bounds.lp.lp_tighten` with ``exact=True``, HiGHS, the
         dual bound of a MILP stopped by ``per_neuron`` seconds; ``workers`` threads side by side), then
-        alpha-CROWN again for the layers after (their relaxations start from the tighter bounds). Starts from :attr:`best`; kept, and a later call
-        resumes from its bounds. Sound however it ends: bounds are only ever intersected.
+        alpha-CROWN again for the layers after (their relaxations start from the tighter bounds). Starts from
+        :attr:`best`; kept, and a later call resumes from its bounds and re-solves only the neurons whose
+        MILPs the earlier calls stopped before optimality (:attr:`milp_settled`): e.g. a short pass for all
+        neurons, then a longer one for the hard ones. Sound however it ends: bounds are only ever intersected.
 
         On mnist-net_256x4 ``prop_5_0.03``, 0.3 s per neuron on layer 1 (34 s) turned 56 unstable neurons
         of layer 1 into 35 (and 56 into 49 in layer 3), and branch and bound then proved all nine clauses in
@@ -505,7 +510,8 @@ class BoxBounds:
         from verify.bounds.lp import lp_tighten
 
         out, stats = lp_tighten(self.net, self.lower, self.upper, self.best, fixed=self.states, deadline=deadline,
-                                to_layer=to_layer, exact=True, per_neuron=per_neuron, workers=workers)
+                                to_layer=to_layer, exact=True, per_neuron=per_neuron, workers=workers,
+                                settled=self.milp_settled)
         out, _ = alpha_tighten(self.net, self.lower, self.upper, out, fixed=self.states)
         for key, value in stats.items():
             self.milp_stats[key] = self.milp_stats.get(key, 0) + value if key != "complete" else value

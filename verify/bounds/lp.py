@@ -148,6 +148,7 @@ def lp_tighten(
     per_neuron: float | None = None,
     bound_rows: bool | None = None,
     workers: int = 1,
+    settled: dict[int, np.ndarray] | None = None,
 ) -> tuple[list[Bound], dict[str, int]]:
     """Tighten the bounds of unstable neurons with linear programs (MIPVerify's "LP" tightening), or with
     mixed-integer programs (``exact=True``: the ReLUs of earlier layers encoded exactly).
@@ -175,13 +176,17 @@ def lp_tighten(
         workers: threads solving a layer's neurons side by side, each on its own HiGHS copy of the model (the
             neurons are independent; HiGHS runs without the GIL): about ``workers`` times the neurons per
             second on as many free cores, and the same bounds when nothing stops early.
+        settled: optional ``{layer: boolean mask}``, updated in place: neurons marked there are skipped, and
+            a neuron whose two programs were solved to optimality (its bounds exact for the model) is marked.
+            A second call with a longer ``per_neuron`` then re-solves only the neurons the first left open.
 
     Raises:
         InvalidParameterError: ``workers`` is not a positive integer.
 
     Returns:
         The tightened bounds (same layout) and counts ``{"lps": solved, "tightened": neurons improved,
-        "complete": 1 if every unstable neuron was tightened before the deadline else 0}``.
+        "settled": neurons solved to optimality both ways, "complete": 1 if every unstable neuron was
+        tightened before the deadline else 0}``.
 
     Example:
         >>> tight, stats = lp_tighten(net, lo, up, crown_bounds(net, lo, up), to_layer=2, exact=True,
@@ -196,7 +201,7 @@ def lp_tighten(
     lo_in, up_in = check_box(net, lower, upper)
     fx = check_fixed(net, fixed)
     out = [(lo.copy(), up.copy()) for lo, up in bounds]
-    stats = {"lps": 0, "tightened": 0, "complete": 0}
+    stats = {"lps": 0, "tightened": 0, "settled": 0, "complete": 0}
     n_hidden = len(net.weights) - 1
     last = n_hidden - 1 if to_layer is None else min(int(to_layer), n_hidden - 1)
     solvers = [_highs(exact) for _ in range(workers)]
@@ -205,7 +210,14 @@ def lp_tighten(
             break
         lo_k, up_k = out[k]
         act_k, ina_k = fx.get(k, (np.zeros(lo_k.size, bool), np.zeros(lo_k.size, bool)))
-        todo = np.flatnonzero((lo_k < 0) & (up_k > 0) & ~act_k & ~ina_k)
+        done_k = None
+        if settled is not None:
+            done_k = settled.setdefault(k, np.zeros(lo_k.size, bool))
+            if done_k.shape != lo_k.shape:
+                raise InvalidParameterError(f"settled[{k}] must be a boolean mask of layer {k}'s {lo_k.size} "
+                                            f"neurons, got shape {done_k.shape}")
+        todo = np.flatnonzero((lo_k < 0) & (up_k > 0) & ~act_k & ~ina_k
+                              & (True if done_k is None else ~done_k))
         if todo.size == 0:
             continue
         lp, e_mat, e_c = _compact_model(net, out, fx, lo_in, up_in, k, exact,
@@ -214,7 +226,8 @@ def lp_tighten(
         # the neurons of one layer are independent: each thread solves every workers-th of them on its own
         # HiGHS copy of the model (highspy releases the GIL while HiGHS runs); each writes only its own entries
         parts = [todo[w::workers] for w in range(min(workers, todo.size))]
-        jobs = [(solvers[w], lp, e_mat, e_c, part, new_lo, new_up, deadline, per_neuron, exact)
+        exact_k = np.zeros(lo_k.size, bool)
+        jobs = [(solvers[w], lp, e_mat, e_c, part, new_lo, new_up, exact_k, deadline, per_neuron, exact)
                 for w, part in enumerate(parts)]
         if len(jobs) == 1:
             counts = [_solve_neurons(*jobs[0])]
@@ -225,6 +238,9 @@ def lp_tighten(
                 counts = list(pool.map(lambda job: _solve_neurons(*job), jobs))
         stats["lps"] += sum(c for c, _ in counts)
         stats["tightened"] += sum(t for _, t in counts)
+        stats["settled"] += int(exact_k.sum())
+        if done_k is not None:
+            done_k |= exact_k
         out[k] = (new_lo, new_up)
     # time only moves forward: if the deadline has not passed now, no loop above stopped early
     stats["complete"] = int(deadline is None or time.perf_counter() <= deadline)
@@ -252,12 +268,15 @@ def _highs(exact: bool):
 
 
 def _solve_neurons(h, lp, e_mat: np.ndarray, e_c: np.ndarray, neurons: np.ndarray, new_lo: np.ndarray,
-                   new_up: np.ndarray, deadline: float | None, per_neuron: float | None, exact: bool
-                   ) -> tuple[int, int]:
+                   new_up: np.ndarray, exact_k: np.ndarray, deadline: float | None, per_neuron: float | None,
+                   exact: bool) -> tuple[int, int]:
     """Minimise and maximise each of ``neurons`` (pre-activation ``e_mat[j] @ v + e_c[j]``) over ``lp`` on the
-    HiGHS instance ``h``, intersecting ``new_lo`` / ``new_up`` in place with each padded bound; stops at
-    ``deadline``. Returns ``(programs solved, neurons tightened)``."""
+    HiGHS instance ``h``, intersecting ``new_lo`` / ``new_up`` in place with each padded bound and marking in
+    ``exact_k`` the neurons whose two programs were solved to optimality; stops at ``deadline``. Returns
+    ``(programs solved, neurons tightened)``."""
     import time
+
+    import highspy
 
     h.passModel(lp)
     # with no unstable neuron before layer k the model is an LP, whose HiGHS answer has no MIP dual bound
@@ -268,6 +287,7 @@ def _solve_neurons(h, lp, e_mat: np.ndarray, e_c: np.ndarray, neurons: np.ndarra
         if deadline is not None and time.perf_counter() > deadline:
             break
         before = (new_lo[j], new_up[j])
+        optimal = 0
         for sign in (1.0, -1.0):
             h.changeColsCost(cols.size, cols, sign * e_mat[j])
             limit = None if deadline is None else max(deadline - time.perf_counter(), 0.01)
@@ -279,6 +299,7 @@ def _solve_neurons(h, lp, e_mat: np.ndarray, e_c: np.ndarray, neurons: np.ndarra
                 h.setOptionValue("time_limit", limit if mip else h.getRunTime() + limit)
             h.run()
             solved += 1
+            optimal += h.getModelStatus() == highspy.HighsModelStatus.kOptimal
             val = _objective_bound(h, mip)
             if val is None:
                 continue
@@ -290,6 +311,7 @@ def _solve_neurons(h, lp, e_mat: np.ndarray, e_c: np.ndarray, neurons: np.ndarra
                 new_up[j] = min(new_up[j], val + pad)
         if new_lo[j] > before[0] or new_up[j] < before[1]:
             tightened += 1
+        exact_k[j] = optimal == 2
     return solved, tightened
 
 

@@ -102,6 +102,20 @@ def test_verify_tightens_the_root_once_branch_and_bound_stalls(monkeypatch) -> N
         assert np.all(m_lo >= a_lo) and np.all(m_up <= a_up)
 
 
+def test_settled_neurons_are_marked_and_skipped() -> None:
+    net = relu_network((4, 12, 12, 10, 3), seed=11, bias_scale=CASE_BIAS)
+    lo, up = -np.ones(4), np.ones(4)
+    crown = crown_bounds(net, lo, up)
+    settled: dict = {}
+    first, stats = lp_tighten(net, lo, up, crown, exact=True, to_layer=1, settled=settled)
+    unstable = int(((crown[1][0] < 0) & (crown[1][1] > 0)).sum())
+    assert stats["settled"] == unstable == int(settled[1].sum()) > 0
+    again, stats2 = lp_tighten(net, lo, up, first, exact=True, to_layer=1, settled=settled)
+    assert stats2["lps"] == 0 and np.array_equal(again[1][0], first[1][0])
+    with pytest.raises(InvalidParameterError, match="settled"):
+        lp_tighten(net, lo, up, crown, exact=True, to_layer=1, settled={1: np.zeros(3, bool)})
+
+
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half"])
 def test_a_milp_share_outside_zero_to_one_is_refused(share) -> None:
     with pytest.raises(InvalidParameterError, match="milp_share"):

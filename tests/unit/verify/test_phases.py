@@ -289,3 +289,25 @@ def test_nap_robustness_refuses_naps_mined_on_another_network():
     net = ReluNetwork.from_torch(other, input_shape=(4,))
     with pytest.raises(SpecError, match="mined on a model with ReLU layers"):
         nap_robustness(net, naps, classes=[0], timeout=5)
+
+
+def test_the_quick_pass_ends_at_the_first_clause_that_runs_to_its_limit(monkeypatch):
+    from verify.milp import ClauseOutcome, MilpEncoding
+    from verify.solvers import SolveOutcome
+
+    tried: list[tuple[int, float]] = []
+
+    def limited(self, index, solver, time_limit, margin=0.0):  # every quick try runs to its limit
+        tried.append((index, time_limit))
+        return ClauseOutcome("timeout", None, SolveOutcome("timeout", None, time_limit, "Time limit reached", 0))
+
+    monkeypatch.setattr(MilpEncoding, "solve_clause", limited)
+    net = _net(widths=(2, 8, 8, 3))
+    spec = Spec(np.full(2, -1.0), np.full(2, 1.0), [(np.array([[1.0, -1.0, 0.0]]), np.array([v]))
+                                                    for v in (50.0, 60.0, 70.0)])  # never empty
+    ctx = api.VerifyContext(net, spec, api.VerifyOptions(timeout=30, attack=False, alpha_share=0.0),
+                            t0=time.perf_counter(), deadline=time.perf_counter() + 30, stats={"clauses": 3})
+    assert api._bounds_phase(ctx) is None and len(ctx.open_clauses) == 3
+    assert api._quick_milp_phase(ctx) is None
+    assert [i for i, _ in tried] == [ctx.open_clauses[0]]  # one try, then the others wait for the next phases
+    assert ctx.pending == ctx.open_clauses and ctx.stats["quick_pass_stopped"] == 2
