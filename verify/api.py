@@ -12,14 +12,16 @@ every phase included); each phase reads and extends one :class:`VerifyContext` a
    ``alpha_share`` of the time) tightens the unstable neurons' bounds and then bounds the clauses again;
 3. **milp_quick** — big-M MILP per remaining clause (CBC or HiGHS through PuLP), first a quick try per clause
    on the tightest bounds so far (``quick_share`` of the time left, at most ``quick_cap`` s and about a tenth
-   of the time in all); NAP queries, whose fixed states remove most binaries, usually end here;
+   of the time in all; the pass ends at the first clause that runs to its limit); NAP queries, whose fixed
+   states remove most binaries, usually end here;
 3a. **patterns** — with ``verify(..., starts=inputs)`` (e.g. the images that follow a NAP): local search from
    those inputs: first, with ``attack`` on, PGD that keeps the fixed ReLU states (:func:`verify.attack.
    state_attack`; method ``attack``), then activation patterns (:func:`verify.attack.pattern_search`: one LP
    per pattern, flipping the free neurons the optimum pushes against), ``PATTERN_SHARE`` of the time left;
 3b. **bab** — clauses still open go to branch and bound on ReLU splits (:mod:`verify.bab`): domains bounded
    with CROWN back-substitution and optimised alpha (relaxation slopes) and beta (split multipliers), split
-   on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left;
+   on the neuron with the largest relaxation share, lowest bound first; ``bab_share`` of the time left; when
+   it stalls, MILP bounds of ReLU layer 1 (``milp_share``, on ``milp_threads`` threads) tighten its root;
 3c. **lp_bounds**, **milp** — clauses BaB leaves open are retried by the MILP, with all the time left, after
    LP tightening of the unstable neurons' bounds (skipped when alpha-CROWN ran to completion: its optimal
    slopes give the same bounds as those LPs). Only a solver's or BaB's proof counts for ``verified``; a
