@@ -7,9 +7,9 @@ MILP); then branch and bound (``verify.bab.bab_clause``) on every clause the bou
 bound first, each counterexample candidate re-checked. Prints the unstable neurons per layer and the clauses'
 root bounds after each step, and each clause's outcome with its domains and time.
 
-verify() gives the same MILP bounds ``milp_share`` (0.7) of branch and bound's time left when it stalls, on
-``milp_threads`` threads (default the usable cores): about 1.6 s per MILP on mnist-net_256x4 on two cores at
-the competition's 300 s; this script shows what a given budget per MILP buys (``--workers``: threads).
+verify() gives the same MILP bounds ``milp_share`` (0.4) of branch and bound's time left when it stalls, on
+``milp_threads`` threads (default the usable cores): about 1.2 s per MILP on mnist-net_256x4 prop_3_0.03 on two
+cores at the competition's 300 s; this script shows what a given budget per MILP buys (``--workers``: threads).
 
 Run:
     .venv/bin/python benchmarks/mnistfc_milp_root.py prop_4_0.05 --per-neuron 2 --deadline 600 --workers 2

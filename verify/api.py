@@ -57,6 +57,7 @@ import numpy as np
 
 from probe.core.device import check_device
 from probe.core.errors import InvalidParameterError, ModelError
+from probe.core.validate import check_int
 from verify.errors import NetworkError, ResourceLimitError, SpecError
 from verify.properties import Spec, nap_ambiguity_spec, nap_robustness_spec
 from verify.result import Counterexample, Status, VerificationResult
@@ -169,10 +170,9 @@ class VerifyOptions:
         check_device(self.device)
         if not isinstance(self.bab_memory, int) or self.bab_memory <= 0:
             raise InvalidParameterError(f"bab_memory must be a positive number of bytes, got {self.bab_memory!r}")
-        threads = self.milp_threads
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise InvalidParameterError(f"milp_threads must be a positive number of threads or None (the cores "
-                                        f"this process may use), got {threads!r}")
+        if self.milp_threads is not None:
+            check_int("milp_threads", self.milp_threads, 1, hint=" (threads), or None for the cores this process "
+                      "may use")
 
     def milp_thread_count(self) -> int:
         """``milp_threads``, or when it is ``None`` the cores this process may use (at most

@@ -195,9 +195,9 @@ def lp_tighten(
     import time
 
     from probe.core.errors import InvalidParameterError
+    from probe.core.validate import check_int
 
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise InvalidParameterError(f"workers must be a positive number of threads, got {workers!r}")
+    check_int("workers", workers, 1, hint=" (threads)")
     lo_in, up_in = check_box(net, lower, upper)
     fx = check_fixed(net, fixed)
     out = [(lo.copy(), up.copy()) for lo, up in bounds]
