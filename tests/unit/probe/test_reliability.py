@@ -277,6 +277,7 @@ def test_mining_resumes_from_its_checkpoint_with_identical_counts(tmp_path):
         nap.mine(model, batches, delta=0.9, layers=["3"], verbose=False, checkpoint=tmp_path / "o.st")
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_cli_exits_143_and_keeps_the_checkpoint(tmp_path):
     import signal
     import subprocess

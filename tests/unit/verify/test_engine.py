@@ -79,6 +79,7 @@ def _domains(net, lo, up, n_domains: int, rng):
         [stack(signs, j) for j in range(n)], signs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(8))
 def test_every_engine_bound_is_below_the_exact_minimum(seed):
     rng = np.random.default_rng(seed)
@@ -231,6 +232,7 @@ def test_cuda_equals_cpu():
     np.testing.assert_allclose(out[0], out[1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_exact_intermediate_bounds_are_sound_and_tighter_than_lp():
     net = relu_network((3, 6, 6, 5, 2), seed=4, bias_scale=CASE_BIAS)
     lo, up = -np.ones(3), np.ones(3)

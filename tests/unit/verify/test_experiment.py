@@ -109,6 +109,7 @@ def test_study_writes_every_result(model, tmp_path):
         [s.coverage for s in study.stats]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_redoes_no_finished_query(model, tmp_path, monkeypatch):
     real = experiment.verify_property
     calls: list[str] = []

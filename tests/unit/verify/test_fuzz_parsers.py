@@ -599,6 +599,7 @@ def _timed(kind: str, case: Callable[[], str]) -> None:
     SECONDS[kind] += time.perf_counter() - start
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=VNNLIB_EXAMPLES)
 @given(st.data())
 def test_fuzz_read_vnnlib(workdir: Path, data: st.DataObject) -> None:

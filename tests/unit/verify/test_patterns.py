@@ -78,6 +78,7 @@ def test_every_candidate_is_a_real_violation_that_follows_the_states(seed):
     assert all(spec.contains(c) and _follows(net, states, c) for c in seen)
 
 
+@pytest.mark.slow
 def test_verify_answers_nap_queries_from_the_state_attack_and_agrees_with_the_milp():
     rng = np.random.default_rng(5)
     found = 0

@@ -44,6 +44,7 @@ def test_agrees_with_pattern_enumeration_oracle(seed, solver):
         assert spec.contains(cex.x) and spec.violated_by(cex.y_source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_milp_alone_agrees_with_oracle(seed):
     # No attack: every answer comes from bounds or the MILP.
