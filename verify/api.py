@@ -330,15 +330,17 @@ def confirm_counterexample(network, spec: Spec, x: np.ndarray) -> Counterexample
         True
     """
     x = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), spec.lower, spec.upper)
+    # cheapest checks first (the float64 network: 0.4 ms on mnist-net_256x4, against 7 ms with torch and
+    # onnxruntime): branch and bound on a NAP query hands in thousands of candidates that break the NAP
     y = network.forward(x.reshape(1, -1))[0]
+    if not spec.violated_by(y) or not _follows_states(network, spec, x):
+        return None
     y_src = np.asarray(network.run_source(x.reshape(1, -1)), dtype=np.float64).reshape(-1)
+    if not spec.violated_by(y_src):
+        return None
     y_onnx = network.run_onnx(x.reshape(1, -1))
     y_onnx = None if y_onnx is None else np.asarray(y_onnx, dtype=np.float64).reshape(-1)
-    if not (spec.violated_by(y) and spec.violated_by(y_src)):
-        return None
     if y_onnx is not None and not spec.violated_by(y_onnx):
-        return None
-    if not _follows_states(network, spec, x):
         return None
     return Counterexample(x=x, y=y, y_source=y_src, y_onnx=y_onnx)
 
