@@ -418,3 +418,30 @@ def test_test_images_that_break_a_nap_answer_its_query(model, tmp_path):
     answers = {q["id"]: q for q in alone.select("robustness")}
     assert all(answers[q["id"]]["status"] in ("falsified", "timeout") for q in by_data)
     assert not any(q["method"] == "data" for q in alone.queries)
+
+
+def test_robustness_queries_start_from_the_competitors_test_images_too(model, tmp_path, monkeypatch):
+    real = experiment.verify_property
+    seen: dict[tuple[int, int], np.ndarray | None] = {}
+
+    def recording(net, spec, **kw):
+        if spec.name.startswith("NAP robustness"):  # one clause, y_c - y_j <= 0: j has the negative coefficient
+            seen[(spec.meta["label"], int(np.argmin(spec.unsafe[0][0][0])))] = kw.get("starts")
+        return real(net, spec, **kw)
+
+    monkeypatch.setattr(experiment, "verify_property", recording)
+    _, test = _data()
+    study = _study(model, tmp_path / "s", deltas=[0.9], images=0, ambiguity=False)
+    assert any(v is not None for v in seen.values()), "no robustness query reached the verifier with starts"
+    flat = test.tensors()[0].reshape(len(test), -1).double().numpy()
+    for q in study.select("robustness"):
+        starts = seen.get((q["class"], q["competitor"]))
+        if starts is None:
+            continue
+        rows = {tuple(r) for r in np.round(starts, 12)}
+        theirs = flat[test.targets.numpy() == q["competitor"]]
+        assert all(tuple(r) in rows for r in np.round(theirs, 12))
+    # without the data, no starts at all
+    seen.clear()
+    _study(model, tmp_path / "n", deltas=[0.9], images=0, ambiguity=False, data_counterexamples=False)
+    assert all(v is None for v in seen.values())

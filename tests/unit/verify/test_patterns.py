@@ -78,6 +78,31 @@ def test_every_candidate_is_a_real_violation_that_follows_the_states(seed):
     assert all(spec.contains(c) and _follows(net, states, c) for c in seen)
 
 
+def _two_start_kinds() -> tuple[ReluNetwork, Spec, np.ndarray, np.ndarray]:
+    """h = (relu(x0), relu(x1 + 1)), y = (0, h_1 - 1) = (0, x1) on [-1, 1]^2; neuron 0 fixed active (x0 > 0);
+    unsafe: y_1 >= 0.9. Ten starts follow the state but lie far from the clause (x1 = -1); one lies in the
+    clause but breaks the state by a hair (x0 = -0.01), as a test image of the competing class may."""
+    net = ReluNetwork([np.eye(2), np.array([[0.0, 0.0], [0.0, 1.0]])], [np.array([0.0, 1.0]), np.array([0.0, -1.0])])
+    states = {0: (np.array([True, False]), np.array([False, False]))}
+    spec = Spec(-np.ones(2), np.ones(2), [(np.array([[1.0, -1.0]]), np.array([-0.9]))], relu_states=states)
+    followers = np.column_stack([np.linspace(0.2, 0.9, 10), -np.ones(10)])
+    return net, spec, followers, np.array([[-0.01, 0.95]])
+
+
+def test_state_attack_starts_from_the_other_starts_too_and_tries_several_weights():
+    net, spec, followers, other = _two_start_kinds()
+    # five steps move a start by about 0.1: only the start in the clause can get there, and it is not among
+    # the four followers deepest in the property
+    x = state_attack(net, spec, np.vstack([followers, other]), restarts=4, steps=5, rounds=1)
+    assert x is not None and x[0] > 0 and x[1] >= 0.9
+    assert state_attack(net, spec, followers, restarts=4, steps=5, rounds=1) is None
+    # a search that finds nothing ends after its rounds (no deadline needed), each from fresh starts
+    seen: list[np.ndarray] = []
+    assert state_attack(net, spec, np.vstack([followers, other]), restarts=4, steps=5, rounds=3,
+                        check=lambda c: seen.append(c) and False) is None
+    assert len(seen) >= 2 and all(c[0] > 0 and c[1] >= 0.9 for c in seen)
+
+
 @pytest.mark.slow
 def test_verify_answers_nap_queries_from_the_state_attack_and_agrees_with_the_milp():
     rng = np.random.default_rng(5)
