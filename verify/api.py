@@ -545,6 +545,7 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
     ctx.timings["milp_quick"] = tp - ctx.milp_start
     spec = ctx.spec
     sub = Spec(spec.lower, spec.upper, [spec.unsafe[i] for i in ctx.pending], spec.relu_states, spec.name)
+    ends: list[np.ndarray] = []  # the PGD's end points that follow the states
     if ctx.options.attack:
         confirmed: list[Counterexample] = []
 
@@ -555,14 +556,17 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
             return cex is not None
 
         state_attack(ctx.network, sub, ctx.starts, seed=ctx.options.seed, check=check,
-                     deadline=tp + STATE_ATTACK_SHARE * (ctx.deadline - tp))
+                     deadline=tp + STATE_ATTACK_SHARE * (ctx.deadline - tp), ends=ends)
         ctx.timings["state_attack"] = time.perf_counter() - tp
         ctx.stats["state_attack"] = {"found": bool(confirmed)}
         if confirmed:
             ctx.milp_start = time.perf_counter()
             return Verdict("falsified", "attack", confirmed[0])
         tp = time.perf_counter()
-    x = pattern_search(ctx.network, sub, ctx.starts, deadline=tp + PATTERN_SHARE * (ctx.deadline - tp))
+    # the PGD's end points join the starts (pattern_search takes the deepest first): the LPs finish what PGD got
+    # close to
+    starts = np.concatenate([*ends, ctx.starts]) if ends else ctx.starts
+    x = pattern_search(ctx.network, sub, starts, deadline=tp + PATTERN_SHARE * (ctx.deadline - tp))
     cex = None if x is None else confirm_counterexample(ctx.network, spec, x)
     ctx.timings["patterns"] = time.perf_counter() - tp
     ctx.stats["patterns"] = {"found": cex is not None, "candidate_rejected": x is not None and cex is None}

@@ -281,7 +281,7 @@ def pattern_search(net, spec: Spec, starts: np.ndarray, *, deadline: float | Non
 
 def state_attack(net, spec: Spec, starts: np.ndarray | None = None, restarts: int = 32, steps: int = 200,
                  seed: int = 0, deadline: float | None = None, check=None,
-                 rounds: int = STATE_ROUNDS) -> np.ndarray | None:
+                 rounds: int = STATE_ROUNDS, ends: list[np.ndarray] | None = None) -> np.ndarray | None:
     """PGD for a property with fixed ReLU states (a NAP): an input of the box that follows every state and
     lies in an unsafe clause.
 
@@ -295,7 +295,10 @@ def state_attack(net, spec: Spec, starts: np.ndarray | None = None, restarts: in
     later round (up to ``rounds``, while ``deadline`` allows) takes a random half of the starts and uniform
     points, with twice the steps. A candidate must follow every state strictly (``z > 0`` / ``z <= 0``) and
     lie in a clause in float32; ``check`` (e.g. the verifier's re-check on the float64 network, the torch
-    model and onnxruntime) may still reject it, and the search goes on.
+    model and onnxruntime) may still reject it, and the search goes on. The points where a round ends that
+    follow every state are good starts for :func:`pattern_search` (``ends``): on mnist-net_256x4 NAP_9 vs 4
+    at delta 0.99 PGD alone ends at a margin of about +0.02 and the pattern LPs from its end points find the
+    counterexample in 1.7 s.
 
     On cifar10_small's NAP robustness queries at delta 0.95 (120 s each), the first version of this search
     (followers only, weight 1, one round of 200 steps) left 8 of 54 queries open; images of the competing
@@ -310,6 +313,8 @@ def state_attack(net, spec: Spec, starts: np.ndarray | None = None, restarts: in
         deadline: ``time.perf_counter()`` value at which to stop.
         check: optional callable ``x -> bool`` that accepts a candidate.
         rounds: rounds of restarts at most (>= 1).
+        ends: a list that receives each finished round's final inputs that follow every state (an
+            ``(m, n_inputs)`` float64 array per round), or None.
 
     Returns:
         A candidate input (flattened float64), or ``None``.
@@ -343,9 +348,11 @@ def state_attack(net, spec: Spec, starts: np.ndarray | None = None, restarts: in
                     x = xp[torch.randperm(len(xp), generator=gen)[: restarts // 2]]
                 uniform = lo + (hi - lo) * torch.rand((restarts - len(x), lo.numel()), generator=gen)
                 x = torch.cat([x, uniform], 0)
-            found = _state_pgd(tnet, spec, fixed, x, weights, steps * 2**r, lo, hi, deadline, check)
+            found, x, follow = _state_pgd(tnet, spec, fixed, x, weights, steps * 2**r, lo, hi, deadline, check)
             if found is not None:
                 return found
+            if ends is not None and x is not None and bool(follow.any()):
+                ends.append(x[follow].detach().double().numpy())
     return None
 
 
@@ -365,14 +372,16 @@ def _first_starts(tnet, spec: Spec, fixed: list, xp: torch.Tensor, restarts: int
 
 
 def _state_pgd(tnet, spec: Spec, fixed: list, x: torch.Tensor, weights: torch.Tensor, steps: int,
-               lo: torch.Tensor, hi: torch.Tensor, deadline: float | None, check) -> np.ndarray | None:
+               lo: torch.Tensor, hi: torch.Tensor, deadline: float | None,
+               check) -> tuple[np.ndarray | None, torch.Tensor | None, torch.Tensor | None]:
     """One round of :func:`state_attack`: ``steps`` signed-gradient steps from ``x`` (restart ``i`` weighs the
-    states' violation by ``weights[i]``); the first candidate ``check`` accepts, or None."""
+    states' violation by ``weights[i]``). Returns the first candidate ``check`` accepts (or None), and, for a
+    round run to its end, the final inputs and which of them follow every state (else None, None)."""
     width = hi - lo
     w = weights[: len(x)]
     for step in range(steps + 1):
         if deadline is not None and time.perf_counter() > deadline:
-            return None
+            return None, None, None
         x = x.detach().requires_grad_(True)
         pre, y = tnet.pre_activations(x)
         loss = spec_loss(spec, y)
@@ -384,13 +393,13 @@ def _state_pgd(tnet, spec: Spec, fixed: list, x: torch.Tensor, weights: torch.Te
             for i in torch.nonzero(strict & (loss <= 0)).reshape(-1).tolist():
                 cand = x[i].detach().double().numpy().copy()
                 if check is None or check(cand):
-                    return cand
+                    return cand, None, None
         if step == steps:
-            break
+            return None, x.detach()[torch.argsort(loss.detach())], strict[torch.argsort(loss.detach())]
         (grad,) = torch.autograd.grad((loss + w * viol).sum(), x)
         rate = 0.01 * width * 0.5 * (1 + np.cos(np.pi * step / steps)) + 1e-3 * width
         x = torch.minimum(torch.maximum(x.detach() - rate * grad.sign(), lo), hi)
-    return None
+    return None, None, None
 
 
 def _state_violation(pre: list[torch.Tensor], fixed: list[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -101,6 +101,11 @@ def test_state_attack_starts_from_the_other_starts_too_and_tries_several_weights
     assert state_attack(net, spec, np.vstack([followers, other]), restarts=4, steps=5, rounds=3,
                         check=lambda c: seen.append(c) and False) is None
     assert len(seen) >= 2 and all(c[0] > 0 and c[1] >= 0.9 for c in seen)
+    # where it ends: the final inputs of every round that follow the state, the deepest first (pattern starts)
+    ends: list[np.ndarray] = []
+    assert state_attack(net, spec, followers, restarts=4, steps=5, rounds=2, ends=ends) is None
+    assert len(ends) == 2 and all(len(e) and (e[:, 0] > 0).all() for e in ends)
+    assert all(np.all(np.diff(e[:, 1]) <= 0) for e in ends)  # the loss 0.9 - x1 rises along each array
 
 
 @pytest.mark.slow
