@@ -573,11 +573,7 @@ def _pattern_phase(ctx: VerifyContext) -> Verdict | None:
     stop = tp + PATTERN_SHARE * (ctx.deadline - tp)
     x = None
     if ends:  # the LPs first finish what PGD got close to, from its deepest end points, in a part of the time
-        ends_ = np.concatenate(ends)
-        y = ctx.network.forward(ends_)
-        depth = np.min([np.max(y @ a.T - b, axis=1) if a.size else np.full(len(y), -np.inf)
-                        for a, b in sub.unsafe], axis=0)
-        x = pattern_search(ctx.network, sub, ends_[np.argsort(depth, kind="stable")[:PATTERN_PGD_STARTS]],
+        x = pattern_search(ctx.network, sub, np.concatenate(ends), max_starts=PATTERN_PGD_STARTS,
                            deadline=tp + PATTERN_PGD_SHARE * (stop - tp))
     if x is None:
         x = pattern_search(ctx.network, sub, ctx.starts, deadline=stop)

@@ -395,7 +395,8 @@ def _state_pgd(tnet, spec: Spec, fixed: list, x: torch.Tensor, weights: torch.Te
                 if check is None or check(cand):
                     return cand, None, None
         if step == steps:
-            return None, x.detach()[torch.argsort(loss.detach())], strict[torch.argsort(loss.detach())]
+            order = torch.argsort(loss.detach())
+            return None, x.detach()[order], strict[order]
         (grad,) = torch.autograd.grad((loss + w * viol).sum(), x)
         rate = 0.01 * width * 0.5 * (1 + np.cos(np.pi * step / steps)) + 1e-3 * width
         x = torch.minimum(torch.maximum(x.detach() - rate * grad.sign(), lo), hi)
